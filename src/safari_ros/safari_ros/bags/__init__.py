@@ -1,0 +1,57 @@
+"""rosbag2 / ROS 1 bag input and output without a ROS installation (the `rosbags` library).
+
+- `read_episodes(paths, topic_map)`: bags -> `Episode`s of time-aligned `Step`s (pre-training).
+- `BagRecorder`, `write_episodes`: write rosbag2 MCAP/sqlite3 under the live topic names.
+- `replay(path, rate=...)`: a bag's messages as (topic, msgtype, CDR bytes, time), paced.
+- `image_to_numpy(msg)`: sensor_msgs/Image (rosbags or rclpy) -> numpy.
+Bad input raises a `BagError` naming bag, topic and time; `skip_bad=True` counts it instead.
+"""
+
+from .dataset import STREAM_TYPES, Episode, Step, StepDataset, read_episodes
+from .errors import (
+    BagError,
+    CorruptBag,
+    ImageError,
+    LostMessages,
+    MalformedImage,
+    MissingTopic,
+    ReadReport,
+    TruncatedBag,
+    UnknownMessageType,
+    UnsupportedEncoding,
+)
+from .images import ENCODINGS, image_to_numpy, numpy_to_image
+from .reader import BagMessage, BagReader
+from .recorder import BagRecorder, write_episodes
+from .replay import ReplayItem, paced, replay
+from .topics import TopicMap, default_topic_map_path
+
+__all__ = [
+    "ENCODINGS",
+    "STREAM_TYPES",
+    "BagError",
+    "BagMessage",
+    "BagReader",
+    "BagRecorder",
+    "CorruptBag",
+    "Episode",
+    "ImageError",
+    "LostMessages",
+    "MalformedImage",
+    "MissingTopic",
+    "ReadReport",
+    "ReplayItem",
+    "Step",
+    "StepDataset",
+    "TopicMap",
+    "TruncatedBag",
+    "UnknownMessageType",
+    "UnsupportedEncoding",
+    "default_topic_map_path",
+    "image_to_numpy",
+    "numpy_to_image",
+    "paced",
+    "read_episodes",
+    "replay",
+    "write_episodes",
+]

@@ -1,0 +1,186 @@
+"""Heads on the adapted image embedding: pi(a|s), f_theta(o,a), C(s,a), Q_r, Q_c, V_C.
+
+Parameters fall in two disjoint groups (see SafariModel): the *actor* group (state fusion, action
+offsets, policy head; with the adapters) shapes pi, and the *critic* group (Q_r, Q_c/C, V_C) reads
+detached actor features during SCAPO. Because no step of the critics can move pi, the KL trust
+region bounds every change of the policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+__all__ = ["ActionCritic", "HeadOutputs", "SafariHeads", "mlp"]
+
+
+def mlp(d_in: int, hidden: int, d_out: int, zero_last: bool = False) -> nn.Sequential:
+    """Linear-GELU-Linear; zero_last makes the module start as the constant zero."""
+    net = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
+    if zero_last:
+        nn.init.zeros_(net[-1].weight)
+        nn.init.zeros_(net[-1].bias)
+    return net
+
+
+@dataclass
+class HeadOutputs:
+    """Everything the heads produce for a batch of B states over A actions."""
+
+    state_embedding: torch.Tensor  # (B, E) fused state, L2-normalised
+    action_embedding: torch.Tensor  # (A, E) text embedding + learned offset, L2-normalised
+    similarity: torch.Tensor  # (B, A) f_theta(o, a) = cos(s, e_a) / tau
+    policy_logits: torch.Tensor  # (B, A)
+    q_reward: torch.Tensor  # (B, A) Q_r(s, a)
+    q_cost: torch.Tensor  # (B, A) Q_c(s, a)
+    constraint_logits: torch.Tensor  # (B, A) logit of C(s, a)
+    v_cost: torch.Tensor  # (B,) V_C(s)
+
+    @property
+    def policy_probs(self) -> torch.Tensor:
+        """pi(a|s), (B, A)."""
+        return torch.softmax(self.policy_logits, dim=-1)
+
+    @property
+    def policy_log_probs(self) -> torch.Tensor:
+        """log pi(a|s), (B, A)."""
+        return torch.log_softmax(self.policy_logits, dim=-1)
+
+    @property
+    def constraint(self) -> torch.Tensor:
+        """C(s, a) in [0, 1], (B, A): predicted probability that a violates a constraint."""
+        return torch.sigmoid(self.constraint_logits)
+
+
+class ActionCritic(nn.Module):
+    """Per-action values from a state and the action embeddings: (B, E), (A, E) -> (B, A, n_out).
+
+    Scoring actions through their embeddings (not a fixed output row each) lets the critics share
+    what the text says about similar actions.
+    """
+
+    def __init__(self, embed_dim: int, hidden: int, n_out: int) -> None:
+        super().__init__()
+        # LayerNorm: the inputs are unit vectors whose entries are ~1/sqrt(E); rescale them
+        self.state_in = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, hidden))
+        self.action_in = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, hidden))
+        self.body = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU())
+        self.out = nn.Linear(hidden, n_out)
+
+    def forward(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """(B, A, n_out) outputs for every (state, action) pair."""
+        h = self.state_in(state)[:, None, :] + self.action_in(actions)[None, :, :]
+        return self.out(self.body(h))
+
+
+class StateValue(nn.Module):
+    """V(s) from a state embedding: (B, E) -> (B,)."""
+
+    def __init__(self, embed_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(embed_dim), mlp(embed_dim, hidden, 1))
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        """(B,) values."""
+        return self.net(state).squeeze(-1)
+
+
+class SafariHeads(nn.Module):
+    """State fusion, action embeddings and all heads.
+
+    Fusion: s = normalise(z_img + fuse([depth, proprio, instruction])), with `fuse` starting at
+    zero so that an untrained model's f_theta is plain CLIP image-text similarity.
+    """
+
+    def __init__(
+        self,
+        action_text_embedding: torch.Tensor,
+        depth_dim: int,
+        proprio_dim: int,
+        hidden: int,
+        tau_temperature: float,
+        proprio_scale: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        n_actions, embed_dim = action_text_embedding.shape
+        scale = torch.ones(proprio_dim) if proprio_scale is None else torch.tensor(
+            [float(v) for v in proprio_scale])
+        if scale.shape != (proprio_dim,):
+            raise ValueError(f"proprio_scale needs {proprio_dim} entries, got {len(scale)}")
+        # fixed units of the proprioception the fusion sees (from the config, so not saved)
+        self.register_buffer("proprio_scale", scale, False)
+        self.tau = float(tau_temperature)
+        # frozen CLIP text embeddings of the action descriptions; rebuilt from the config, so
+        # not part of the state dict (the checkpoint stores the names and refuses a mismatch)
+        self.register_buffer("action_text", action_text_embedding.detach().float(), False)
+        # actor group
+        self.fuse = mlp(depth_dim + proprio_dim + embed_dim, hidden, embed_dim, zero_last=True)
+        self.action_offset = nn.Parameter(torch.zeros(n_actions, embed_dim))
+        self.policy = mlp(embed_dim, hidden, n_actions, zero_last=True)
+        # critic group
+        self.reward_critic = ActionCritic(embed_dim, hidden, 1)  # Q_r
+        self.cost_critic = ActionCritic(embed_dim, hidden, 2)  # Q_c and the logit of C
+        self.v_cost = StateValue(embed_dim, hidden)  # V_C
+
+    @property
+    def n_actions(self) -> int:
+        """A: size of the action set."""
+        return int(self.action_text.shape[0])
+
+    def actor_modules(self) -> list[nn.Module | nn.Parameter]:
+        """Modules/parameters that shape pi (besides the adapters)."""
+        return [self.fuse, self.action_offset, self.policy]
+
+    def critic_modules(self) -> list[nn.Module]:
+        """Modules of the critics (Q_r, Q_c/C, V_C); they are Polyak-copied as targets."""
+        return [self.reward_critic, self.cost_critic, self.v_cost]
+
+    def fuse_state(
+        self,
+        image_embedding: torch.Tensor,
+        depth: torch.Tensor,
+        proprio: torch.Tensor,
+        instruction: torch.Tensor,
+    ) -> torch.Tensor:
+        """Unit-norm state embedding (B, E) from the image embedding and the other inputs."""
+        extra = torch.cat([depth, proprio * self.proprio_scale, instruction], dim=-1)
+        return F.normalize(image_embedding + self.fuse(extra), dim=-1)
+
+    def action_embeddings(self) -> torch.Tensor:
+        """(A, E) unit-norm action embeddings: CLIP text embedding + learned offset."""
+        return F.normalize(self.action_text + self.action_offset, dim=-1)
+
+    def actor(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(action embeddings, f_theta, policy logits) for a fused state."""
+        actions = self.action_embeddings()
+        similarity = state @ actions.T / self.tau
+        return actions, similarity, similarity + self.policy(state)
+
+    @staticmethod
+    def critics(
+        modules: list[nn.Module], state: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Q_r, Q_c, C logits, V_C) from critic `modules` (the live ones or the targets)."""
+        reward_critic, cost_critic, v_cost = modules
+        q_r = reward_critic(state, actions).squeeze(-1)
+        cost = cost_critic(state, actions)
+        return q_r, cost[..., 0], cost[..., 1], v_cost(state)
+
+    def forward(
+        self,
+        image_embedding: torch.Tensor,
+        depth: torch.Tensor,
+        proprio: torch.Tensor,
+        instruction: torch.Tensor,
+        detach_critic_inputs: bool = False,
+    ) -> HeadOutputs:
+        """All heads. detach_critic_inputs: critic losses do not reach the actor's parameters."""
+        state = self.fuse_state(image_embedding, depth, proprio, instruction)
+        actions, similarity, logits = self.actor(state)
+        cs, ca = (state.detach(), actions.detach()) if detach_critic_inputs else (state, actions)
+        q_r, q_c, c_logits, v_c = self.critics(self.critic_modules(), cs, ca)
+        return HeadOutputs(state, actions, similarity, logits, q_r, q_c, c_logits, v_c)

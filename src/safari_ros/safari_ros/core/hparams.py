@@ -1,0 +1,229 @@
+"""Typed view of the `learning:` section of config/tabletop.yaml.
+
+Every hyper-parameter of the model, the pre-training loss and SCAPO is read from the YAML (the one
+source of truth); nothing here has a default that the YAML does not also state, except the few
+keys marked optional. Unknown keys are refused so that a typo never silently falls back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from safari_ros.config import ConfigError
+
+__all__ = [
+    "AdapterConfig",
+    "BackboneConfig",
+    "HeadsConfig",
+    "LearningConfig",
+    "PretrainConfig",
+    "ReplayConfig",
+    "ScapoConfig",
+    "learning_config",
+]
+
+
+def _build(cls: type, data: dict[str, Any] | None, where: str) -> Any:
+    """Instantiate dataclass `cls` from `data`, refusing unknown and missing keys by name."""
+    data = dict(data or {})
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    required = [
+        n
+        for n, f in known.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {missing}")
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """The frozen open_clip model: architecture name, local weights file or random init."""
+
+    architecture: str
+    weights: str = ""  # local .safetensors/.pt/.bin; "" = random init (logged as a warning)
+    image_size: int = 224
+    random_init_seed: int = 0  # seed of the random init when weights == ""
+    image_mean: tuple[float, float, float] | None = None  # None = open_clip's for the arch
+    image_std: tuple[float, float, float] | None = None
+    model_config_dir: str = ""  # extra open_clip model-config JSONs (custom architectures)
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Where the TaskAdapters / SafetyAdapters go and their bottleneck."""
+
+    task_layers: tuple[int, ...]
+    safety_layers: tuple[int, ...]
+    bottleneck: int
+    activation: str = "gelu"  # gelu / relu / silu / tanh
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "task_layers", tuple(int(i) for i in self.task_layers))
+        object.__setattr__(self, "safety_layers", tuple(int(i) for i in self.safety_layers))
+        if self.bottleneck < 1:
+            raise ValueError("bottleneck must be >= 1")
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """Policy / critic heads and the non-image parts of the state."""
+
+    hidden: int
+    depth_grid: tuple[int, int]
+    n_joints: int  # proprio = joint positions (n) + velocities (n) + ee position (3)
+    # The TCP position enters the heads in units of this length: rad and rad/s are O(1) but a
+    # table contact is 2 cm away, which in metres the fusion MLP barely sees.
+    tcp_unit_m: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.tcp_unit_m > 0:
+            raise ValueError("heads.tcp_unit_m must be > 0")
+
+    @property
+    def proprio_scale(self) -> tuple[float, ...]:
+        """Per-entry factor applied to proprioception before fusion."""
+        return (1.0,) * (2 * int(self.n_joints)) + (1.0 / self.tcp_unit_m,) * 3
+
+    @property
+    def depth_dim(self) -> int:
+        """Length of the pooled depth feature vector."""
+        return int(self.depth_grid[0]) * int(self.depth_grid[1])
+
+    @property
+    def proprio_dim(self) -> int:
+        """Length of the proprioception vector."""
+        return 2 * int(self.n_joints) + 3
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Weights of the pre-training loss terms and the InfoNCE temperature tau."""
+
+    lambda1_align: float
+    lambda2_safety: float
+    lambda3_bc: float
+    tau_temperature: float
+    lr: float = 3e-4
+    epochs: int = 20
+    batch_size: int = 64  # global: split evenly over DDP ranks
+    heldout_fraction: float = 0.2  # share of episodes held out for evaluation
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ScapoConfig:
+    """SCAPO: CQL critics, Lagrangian cost constraint and the KL trust region."""
+
+    gamma: float
+    alpha_cql: float
+    cost_limit_episode: float  # d: undiscounted cost per episode (safe-RL benchmark convention)
+    delta: float | None  # discounted per-episode limit; None = derived from d (OSRL)
+    eta_lambda: float
+    lambda_init: float
+    lambda_max: float
+    epsilon_kl: float
+    kl_backoff: float
+    kl_max_backoffs: int
+    target_tau: float
+    lr: float
+    batch_size: int
+    updates_per_step: int
+    cost_window_episodes: int
+    episode_steps: int | None = None  # T of the OSRL conversion; None = sim.episode_steps
+    max_grad_norm: float = 10.0
+    # Reward of a proposal the shield refused for a hard limit, learned as an extra transition
+    # with cost 1 (core.replay.refusal_transition); 0 = do not learn from refusals.
+    refusal_penalty: float = 1.0
+    # alpha of the entropy bonus in the policy objective (core.losses.policy_objective): its
+    # start value; with entropy_target set, alpha is tuned by projected dual ascent (as lambda)
+    # so that the mean H(pi) stays at or above entropy_target * ln(A).
+    entropy_coef: float = 0.0
+    entropy_target: float | None = None
+    eta_entropy: float = 0.05
+    entropy_coef_max: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.refusal_penalty < 0:
+            raise ValueError("refusal_penalty must be >= 0")
+        if self.entropy_coef < 0 or self.entropy_coef_max < 0:
+            raise ValueError("entropy_coef and entropy_coef_max must be >= 0 (alpha is clipped "
+                             "to [0, entropy_coef_max]; a max of 0 turns the bonus off)")
+        if self.entropy_target is not None and not 0.0 <= self.entropy_target <= 1.0:
+            raise ValueError("entropy_target is a share of ln(A): it must lie in [0, 1] or be null")
+        if not 0.0 <= self.gamma < 1.0:
+            raise ValueError("gamma must lie in [0, 1)")
+        if not 0.0 < self.kl_backoff < 1.0:
+            raise ValueError("kl_backoff must lie in (0, 1)")
+        if self.epsilon_kl <= 0:
+            raise ValueError("epsilon_kl must be > 0")
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Replay buffer bounds."""
+
+    capacity_transitions: int
+    memory_limit_mb: float
+    store_float16: bool = True
+    sampling_seed: int = 0  # seed of the batch sampler
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """The whole `learning:` section."""
+
+    backbone: BackboneConfig
+    split_layer_k: int
+    adapters: AdapterConfig
+    heads: HeadsConfig
+    pretrain: PretrainConfig
+    scapo: ScapoConfig
+    replay: ReplayConfig
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(
+        cls, learning: dict[str, Any], episode_steps: int | None = None
+    ) -> LearningConfig:
+        """Build from the `learning:` mapping; episode_steps fills scapo.episode_steps if unset."""
+        if not isinstance(learning, dict):
+            raise ConfigError("learning: must be a mapping")
+        sub = {"backbone", "split_layer_k", "adapters", "heads", "pretrain", "scapo", "replay"}
+        unknown, missing = sorted(set(learning) - sub), sorted(sub - set(learning))
+        if unknown or missing:
+            raise ConfigError(
+                f"learning: unknown key(s) {unknown}, missing key(s) {missing}; "
+                f"known: {sorted(sub)}"
+            )
+        scapo = dict(learning.get("scapo") or {})
+        if scapo.get("episode_steps") is None and episode_steps is not None:
+            scapo["episode_steps"] = int(episode_steps)
+        return cls(
+            backbone=_build(BackboneConfig, learning.get("backbone"), "learning.backbone"),
+            split_layer_k=int(learning["split_layer_k"]),
+            adapters=_build(AdapterConfig, learning.get("adapters"), "learning.adapters"),
+            heads=_build(HeadsConfig, learning.get("heads"), "learning.heads"),
+            pretrain=_build(PretrainConfig, learning.get("pretrain"), "learning.pretrain"),
+            scapo=_build(ScapoConfig, scapo, "learning.scapo"),
+            replay=_build(ReplayConfig, learning.get("replay"), "learning.replay"),
+            raw=dict(learning),
+        )
+
+
+def learning_config(cfg: dict[str, Any]) -> LearningConfig:
+    """LearningConfig from the whole loaded YAML (T for delta comes from sim.episode_steps)."""
+    if "learning" not in cfg:
+        raise ConfigError("config lacks the 'learning' section")
+    steps = (cfg.get("sim") or {}).get("episode_steps")
+    return LearningConfig.from_dict(cfg["learning"], episode_steps=steps)

@@ -1,0 +1,96 @@
+"""Loss terms of pre-training and SCAPO, each its own function (batch-mean reductions)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from safari_ros.core.batch import TransitionBatch
+from safari_ros.core.heads import HeadOutputs
+from safari_ros.core.hparams import PretrainConfig
+
+__all__ = [
+    "align_loss",
+    "bc_loss",
+    "cql_penalty",
+    "entropy",
+    "kl_divergence",
+    "policy_objective",
+    "pretrain_loss",
+    "safety_loss",
+    "td_loss",
+]
+
+
+def align_loss(similarity: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """L_align: InfoNCE of f_theta(o, a) over the action set; the logged action is the positive.
+
+    similarity is f_theta already divided by the temperature tau, (B, A).
+    """
+    return F.cross_entropy(similarity, action)
+
+
+def safety_loss(constraint_logits: torch.Tensor, action: torch.Tensor, cost: torch.Tensor):
+    """L_safety: BCE of C(s, a_data) against the observed cost c in [0, 1]."""
+    logit = constraint_logits.gather(1, action[:, None]).squeeze(1)
+    return F.binary_cross_entropy_with_logits(logit, cost.clamp(0.0, 1.0))
+
+
+def bc_loss(policy_logits: torch.Tensor, action: torch.Tensor, success: torch.Tensor):
+    """L_BC: NLL of pi(a_data|s) on the steps of successful episodes (0 if there are none)."""
+    nll = F.cross_entropy(policy_logits, action, reduction="none")
+    w = (success > 0.5).to(nll.dtype)
+    return (nll * w).sum() / w.sum().clamp_min(1.0)
+
+
+def pretrain_loss(
+    out: HeadOutputs, batch: TransitionBatch, hp: PretrainConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """lambda1 L_align + lambda2 L_safety + lambda3 L_BC, and the terms for logging."""
+    terms = {
+        "loss_align": align_loss(out.similarity, batch.action),
+        "loss_safety": safety_loss(out.constraint_logits, batch.action, batch.cost),
+        "loss_bc": bc_loss(out.policy_logits, batch.action, batch.success),
+    }
+    total = (
+        hp.lambda1_align * terms["loss_align"]
+        + hp.lambda2_safety * terms["loss_safety"]
+        + hp.lambda3_bc * terms["loss_bc"]
+    )
+    return total, {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(total.detach())}
+
+
+def td_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared TD error against a (detached) bootstrap target."""
+    return F.mse_loss(pred, target.detach())
+
+
+def cql_penalty(q: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """CQL(H): mean of logsumexp_a Q(s, a) - Q(s, a_data); pushes down actions absent from data."""
+    return (torch.logsumexp(q, dim=1) - q.gather(1, action[:, None]).squeeze(1)).mean()
+
+
+def entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    """H(pi(.|s)) per state, (B,), in nats, from log-probabilities over the action set."""
+    return -(log_probs.exp() * log_probs).sum(dim=1)
+
+
+def policy_objective(
+    log_probs: torch.Tensor,
+    q_reward: torch.Tensor,
+    q_cost: torch.Tensor,
+    lagrange: float,
+    entropy_coef: float = 0.0,
+) -> torch.Tensor:
+    """E_{a~pi}[Q_r(s,a) - lambda Q_c(s,a)] + alpha H(pi(.|s)), batch mean (to be maximised;
+    critics detached). The entropy term (as in discrete SAC) keeps pi from collapsing onto the
+    one action its conservative critic has seen most, which with a safe do-nothing action in
+    the set is holding still."""
+    advantage = (q_reward - lagrange * q_cost).detach()
+    expected = (log_probs.exp() * advantage).sum(dim=1)
+    return (expected + entropy_coef * entropy(log_probs)).mean()
+
+
+def kl_divergence(log_p_new: torch.Tensor, log_p_old: torch.Tensor) -> torch.Tensor:
+    """KL(pi_new || pi_old) per state, (B,), from log-probabilities over the action set."""
+    return (log_p_new.exp() * (log_p_new - log_p_old)).sum(dim=1)

@@ -1,0 +1,190 @@
+"""SafariModel: frozen CLIP prefix, adapted suffix (layers k..L-1) and the heads."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from safari_ros.config import ActionSpec, ConfigError, action_specs
+from safari_ros.core.adapters import SafetyAdapter, TaskAdapter
+from safari_ros.core.backbone import FrozenClip, adapted_block_forward, load_backbone
+from safari_ros.core.batch import StateBatch
+from safari_ros.core.heads import HeadOutputs, SafariHeads
+from safari_ros.core.hparams import LearningConfig, learning_config
+
+__all__ = ["SafariModel", "build_model"]
+
+log = logging.getLogger(__name__)
+
+
+class SafariModel(nn.Module):
+    """The SAFARI policy: `prefix()` runs once per frame; `suffix_and_heads()` on cached tokens.
+
+    Only the adapters and heads are trainable; the backbone stays frozen in eval mode.
+    """
+
+    def __init__(
+        self, backbone: FrozenClip, actions: Sequence[ActionSpec], hp: LearningConfig
+    ) -> None:
+        super().__init__()
+        k, n_layers = hp.split_layer_k, backbone.num_layers
+        if not 0 <= k <= n_layers:
+            raise ConfigError(f"split_layer_k={k} must lie in [0, {n_layers}]")
+        ad = hp.adapters
+        for name, layers in (("task_layers", ad.task_layers), ("safety_layers", ad.safety_layers)):
+            bad = [i for i in layers if not k <= i < n_layers]
+            if bad:
+                raise ConfigError(
+                    f"adapters.{name} {bad} outside the adapted suffix [{k}, {n_layers}) "
+                    f"(split_layer_k={k}, {backbone.architecture} has {n_layers} blocks)"
+                )
+        self.backbone = backbone
+        self.hp = hp
+        self.split_layer_k = k
+        self.actions = list(actions)
+        self.grad_checkpointing = False  # recompute suffix activations in backward (GPU memory)
+        width = backbone.width
+        self.adapters = nn.ModuleDict()
+        for i in range(k, n_layers):
+            mods = []
+            if i in ad.task_layers:
+                mods.append(TaskAdapter(width, ad.bottleneck, ad.activation))
+            if i in ad.safety_layers:
+                mods.append(SafetyAdapter(width, ad.bottleneck, ad.activation))
+            if mods:
+                self.adapters[str(i)] = nn.ModuleList(mods)
+        text = backbone.text.encode([a.description for a in self.actions])
+        self.heads = SafariHeads(
+            text,
+            depth_dim=hp.heads.depth_dim,
+            proprio_dim=hp.heads.proprio_dim,
+            hidden=hp.heads.hidden,
+            tau_temperature=hp.pretrain.tau_temperature,
+            proprio_scale=hp.heads.proprio_scale,
+        )
+        self.to(backbone.device)
+
+    # ---------------------------------------------------------------- identity and bookkeeping
+    @property
+    def device(self) -> torch.device:
+        """Where the model lives."""
+        return self.backbone.device
+
+    @property
+    def backbone_id(self) -> str:
+        """Architecture + weights hash (or random seed) of the frozen backbone."""
+        return self.backbone.backbone_id
+
+    @property
+    def action_names(self) -> list[str]:
+        """The action set, in index order."""
+        return [a.name for a in self.actions]
+
+    def train(self, mode: bool = True) -> SafariModel:
+        """Train mode for adapters and heads only; the backbone stays in eval mode."""
+        super().train(mode)
+        self.backbone.train(False)
+        return self
+
+    def trainable_named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """(name, parameter) of the adapters and heads: what checkpoints hold."""
+        for name, p in self.named_parameters():
+            if not name.startswith("backbone."):
+                yield name, p
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Adapters + heads."""
+        return [p for _, p in self.trainable_named_parameters()]
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """Parameters that shape pi: adapters, state fusion, action offsets, policy head."""
+        params = list(self.adapters.parameters())
+        for m in self.heads.actor_modules():
+            params.extend([m] if isinstance(m, nn.Parameter) else m.parameters())
+        return params
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        """Parameters of Q_r, Q_c/C and V_C."""
+        return [p for m in self.heads.critic_modules() for p in m.parameters()]
+
+    def trainable_share(self) -> dict[str, Any]:
+        """Trainable parameter counts and their share of the frozen image tower / whole CLIP."""
+        n_train = sum(p.numel() for p in self.trainable_parameters())
+        n_adapters = sum(p.numel() for p in self.adapters.parameters())
+        n_visual = sum(p.numel() for p in self.backbone.visual.parameters())
+        n_clip = sum(p.numel() for p in self.backbone.parameters())
+        return {
+            "trainable": n_train,
+            "adapters": n_adapters,
+            "heads": n_train - n_adapters,
+            "vision_tower": n_visual,
+            "clip_total": n_clip,
+            "share_of_vision_tower": n_train / n_visual,
+            "share_of_clip": n_train / n_clip,
+        }
+
+    # ------------------------------------------------------------------------------- forward
+    def prefix(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, S, S) -> frozen tokens entering block k, (B, N, D)."""
+        return self.backbone.prefix(images, self.split_layer_k)
+
+    def suffix(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Layer-k tokens (B, N, D) -> adapted blocks k..L-1, final norm, pool, proj -> (B, E)."""
+        x = tokens.to(self.device, torch.float32)
+        for i in range(self.split_layer_k, self.backbone.num_layers):
+            block = self.backbone.blocks[i]
+            adapters = self.adapters[str(i)] if str(i) in self.adapters else ()
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(adapted_block_forward, block, x, adapters, use_reentrant=False)
+            else:
+                x = adapted_block_forward(block, x, adapters)
+        return self.backbone.pool(x)
+
+    def suffix_and_heads(
+        self, state: StateBatch, detach_critic_inputs: bool = False
+    ) -> HeadOutputs:
+        """All heads for a batch of states given as cached layer-k tokens plus the rest."""
+        s = state.to(self.device)
+        return self.heads(
+            self.suffix(s.tokens), s.depth, s.proprio, s.instruction, detach_critic_inputs
+        )
+
+    def forward(self, state: StateBatch) -> HeadOutputs:
+        """Same as suffix_and_heads."""
+        return self.suffix_and_heads(state)
+
+    def encode_instruction(self, texts: Sequence[str]) -> torch.Tensor:
+        """CLIP text embeddings (len, E) of instructions (cached per string)."""
+        return self.backbone.text.encode(list(texts))
+
+
+def build_model(
+    cfg: dict[str, Any] | LearningConfig,
+    actions: Sequence[ActionSpec] | None = None,
+    device: str | torch.device = "cpu",
+) -> SafariModel:
+    """SafariModel from the loaded YAML (or a LearningConfig plus the action set).
+
+    With the whole config dict, the action set comes from its `actions:` section.
+    """
+    if isinstance(cfg, LearningConfig):
+        hp = cfg
+        if actions is None:
+            raise ConfigError("build_model(LearningConfig) needs the action set")
+    else:
+        hp = learning_config(cfg)
+        actions = action_specs(cfg) if actions is None else actions
+    model = SafariModel(load_backbone(hp.backbone, device), actions, hp)
+    share = model.trainable_share()
+    log.info(
+        "SAFARI model %s: %d trainable parameters = %.3f%% of the image tower",
+        model.backbone_id,
+        share["trainable"],
+        100 * share["share_of_vision_tower"],
+    )
+    return model

@@ -1,0 +1,309 @@
+"""SCAPO: safety-constrained adapter policy optimisation, on cached prefix tokens.
+
+One `ScapoLearner.update(batch)`:
+1. critics (Q_r with CQL + TD against Polyak targets, Q_c and V_C by TD, C by BCE on the observed
+   cost) step on features detached from the actor;
+2. the policy (adapters, fusion, action offsets, policy head) steps to maximise
+   E_pi[Q_r - lambda Q_c]; the step is kept only if KL(pi_new || pi_old) <= epsilon on the batch,
+   otherwise it is shrunk by kl_backoff (a backtracking line search along the optimiser's step)
+   and, if no shrunken step fits, dropped. The critics never move pi, so the bound is exact.
+The Lagrange multiplier is updated from measured episode costs (`record_episode`), not from Q_c.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from safari_ros.config import ConfigError
+from safari_ros.core.batch import TransitionBatch
+from safari_ros.core.hparams import ScapoConfig
+from safari_ros.core.losses import (
+    cql_penalty,
+    entropy,
+    kl_divergence,
+    policy_objective,
+    safety_loss,
+    td_loss,
+)
+from safari_ros.core.model import SafariModel
+
+__all__ = [
+    "EpisodeCostWindow",
+    "LagrangeMultiplier",
+    "ScapoLearner",
+    "ShieldResult",
+    "discounted_cost_limit",
+    "discounted_return",
+    "resolve_delta",
+    "shield_action",
+]
+
+
+def discounted_cost_limit(cost_limit_episode: float, gamma: float, episode_steps: int) -> float:
+    """OSRL's conversion of an undiscounted per-episode limit d to the discounted delta.
+
+    A cost spread evenly as d/T per step over T steps has discounted sum
+    delta = d (1 - gamma^T) / ((1 - gamma) T).
+    """
+    if episode_steps < 1:
+        raise ValueError("episode_steps must be >= 1")
+    if gamma == 0.0:
+        return cost_limit_episode / episode_steps
+    return cost_limit_episode * (1.0 - gamma**episode_steps) / ((1.0 - gamma) * episode_steps)
+
+
+def resolve_delta(hp: ScapoConfig) -> float:
+    """delta as configured, or converted from d and the episode length T when delta is null."""
+    if hp.delta is not None:
+        return float(hp.delta)
+    if not hp.episode_steps:
+        raise ConfigError("scapo.delta is null and no episode length T is known")
+    return discounted_cost_limit(hp.cost_limit_episode, hp.gamma, hp.episode_steps)
+
+
+def discounted_return(values: Sequence[float], gamma: float) -> float:
+    """sum_t gamma^t values[t]."""
+    return float(sum(v * gamma**t for t, v in enumerate(values)))
+
+
+class LagrangeMultiplier:
+    """Projected dual ascent: lambda <- clip(lambda + eta (J_c - delta), 0, lambda_max)."""
+
+    def __init__(self, init: float, eta: float, delta: float, lambda_max: float) -> None:
+        self.value = float(min(max(init, 0.0), lambda_max))
+        self.eta, self.delta, self.lambda_max = float(eta), float(delta), float(lambda_max)
+
+    def update(self, j_c: float) -> float:
+        """One dual step from the measured cost J_c; returns the new lambda."""
+        if not math.isfinite(j_c):
+            raise ValueError(f"J_c must be finite, got {j_c}")
+        self.value = min(max(self.value + self.eta * (j_c - self.delta), 0.0), self.lambda_max)
+        return self.value
+
+
+class EpisodeCostWindow:
+    """Measured costs of the most recent episodes (discounted and undiscounted sums)."""
+
+    def __init__(self, gamma: float, window: int) -> None:
+        self.gamma = gamma
+        self.discounted: deque[float] = deque(maxlen=window)
+        self.undiscounted: deque[float] = deque(maxlen=window)
+        self.episodes = 0
+
+    def add(self, costs: Sequence[float]) -> None:
+        """Record the per-step costs of one finished episode."""
+        self.discounted.append(discounted_return(costs, self.gamma))
+        self.undiscounted.append(float(sum(costs)))
+        self.episodes += 1
+
+    @property
+    def j_c(self) -> float:
+        """J_c: mean discounted episode cost over the window (nan before the first episode)."""
+        return sum(self.discounted) / len(self.discounted) if self.discounted else math.nan
+
+    @property
+    def mean_episode_cost(self) -> float:
+        """Mean undiscounted episode cost over the window, comparable to d."""
+        return sum(self.undiscounted) / len(self.undiscounted) if self.undiscounted else math.nan
+
+
+@dataclass(frozen=True)
+class ShieldResult:
+    """The shield's learned-constraint decision for one proposal."""
+
+    action: int  # the action to execute
+    intervened: bool
+    reason: str  # "" when the proposal passes
+
+
+def shield_action(
+    proposed: int, constraint: Sequence[float], tau_safe: float, backup: int
+) -> ShieldResult:
+    """Execute `proposed` only if C(s, proposed) < tau_safe; otherwise the backup action.
+
+    Fails closed: an out-of-range index or a non-finite / out-of-[0,1] C also yields the backup.
+    """
+    if not 0 <= proposed < len(constraint):
+        return ShieldResult(backup, True, f"invalid_action_index:{proposed}")
+    c = float(constraint[proposed])
+    if not (math.isfinite(c) and 0.0 <= c <= 1.0):
+        return ShieldResult(backup, True, f"invalid_constraint_value:{c}")
+    if c < tau_safe:
+        return ShieldResult(proposed, False, "")
+    return ShieldResult(backup, backup != proposed, f"learned:C={c:.3f}>={tau_safe:.3f}")
+
+
+class ScapoLearner:
+    """SCAPO updates of a SafariModel's adapters and heads (on any device)."""
+
+    def __init__(self, model: SafariModel, hp: ScapoConfig) -> None:
+        self.model, self.hp = model, hp
+        self.device = model.device
+        self.delta = resolve_delta(hp)
+        self.lagrange = LagrangeMultiplier(hp.lambda_init, hp.eta_lambda, self.delta, hp.lambda_max)
+        self.costs = EpisodeCostWindow(hp.gamma, hp.cost_window_episodes)
+        # alpha: the same projected dual ascent on the constraint -H(pi) <= -H_target
+        max_entropy = math.log(model.heads.n_actions)
+        self.entropy_target = (None if hp.entropy_target is None
+                               else hp.entropy_target * max_entropy)
+        self.entropy_temperature = LagrangeMultiplier(
+            hp.entropy_coef, hp.eta_entropy if hp.entropy_target is not None else 0.0,
+            -(self.entropy_target or 0.0), hp.entropy_coef_max)
+        self.critics = model.heads.critic_modules()
+        self.targets = [copy.deepcopy(m).requires_grad_(False) for m in self.critics]
+        self.actor_params = model.actor_parameters()
+        self.critic_params = model.critic_parameters()
+        ids_a, ids_c = {id(p) for p in self.actor_params}, {id(p) for p in self.critic_params}
+        assert not ids_a & ids_c, "actor and critic parameter groups must be disjoint"
+        self.actor_opt = torch.optim.Adam(self.actor_params, lr=hp.lr)
+        self.critic_opt = torch.optim.Adam(self.critic_params, lr=hp.lr)
+        self.updates = 0
+        self.rejected_policy_steps = 0  # trial steps that broke the KL bound and were shrunk
+        self.dropped_policy_steps = 0  # updates where no shrunken step fitted: policy unchanged
+
+    # ---------------------------------------------------------------------------- dual side
+    def record_episode(self, costs: Sequence[float]) -> float:
+        """Record a finished episode's measured per-step costs and take one dual step."""
+        self.costs.add(costs)
+        return self.lagrange.update(self.costs.j_c)
+
+    # ------------------------------------------------------------------------------ primal
+    @torch.no_grad()
+    def _targets(self, batch: TransitionBatch) -> tuple[torch.Tensor, ...]:
+        """Bootstrap targets for Q_r, Q_c (expected under the current pi at s') and V_C."""
+        nxt = self.model.suffix_and_heads(batch.next_state)
+        pi_next = nxt.policy_probs
+        q_r, q_c, _, v_c = self.model.heads.critics(
+            self.targets, nxt.state_embedding, nxt.action_embedding
+        )
+        cont = self.hp.gamma * (1.0 - batch.done)
+        y_r = batch.reward + cont * (pi_next * q_r).sum(1)
+        y_c = batch.cost + cont * (pi_next * q_c).sum(1)
+        y_v = batch.cost + cont * v_c
+        return y_r, y_c, y_v
+
+    @torch.no_grad()
+    def _policy_log_probs(self, batch: TransitionBatch) -> torch.Tensor:
+        return self.model.suffix_and_heads(batch.state).policy_log_probs
+
+    @torch.no_grad()
+    def _polyak(self) -> None:
+        tau = self.hp.target_tau
+        for live, target in zip(self.critics, self.targets, strict=True):
+            for p, tp in zip(live.parameters(), target.parameters(), strict=True):
+                tp.lerp_(p, tau)
+
+    def _kl_limited_policy_step(self, batch: TransitionBatch, log_pi_old: torch.Tensor,
+                                h_old: float):
+        """Adam step on the actor, backtracked until KL(pi_new || pi_old) <= epsilon and, with
+        an entropy target, the batch's mean H(pi) stays at or above min(H(pi_old), target).
+
+        The entropy floor acts at once, where the tuned alpha needs updates to catch up: a few
+        dozen steps, each within the KL bound, suffice to collapse pi onto one action.
+        Returns (kl of the kept step or 0.0 if dropped, number of rejected trials, accepted,
+        H(pi) after the full trial step: where the gradient wants to go, which tunes alpha).
+        """
+        floor, at_floor = -math.inf, False
+        if self.entropy_target is not None:
+            floor = min(h_old, self.entropy_target) - 1e-6
+            at_floor = h_old <= self.entropy_target
+        old = [p.detach().clone() for p in self.actor_params]
+        self.actor_opt.step()
+        step = [p.detach() - o for p, o in zip(self.actor_params, old, strict=True)]
+        rejected, scale, h_trial = 0, 1.0, math.nan
+        for _ in range(self.hp.kl_max_backoffs + 1):
+            with torch.no_grad():
+                for p, o, d in zip(self.actor_params, old, step, strict=True):
+                    p.copy_(o + scale * d)
+            log_pi_new = self._policy_log_probs(batch)
+            kl = float(kl_divergence(log_pi_new, log_pi_old).mean())
+            h = float(entropy(log_pi_new).mean())
+            h_trial = h if rejected == 0 else h_trial
+            kl_ok = math.isfinite(kl) and kl <= self.hp.epsilon_kl
+            if kl_ok and h >= floor:
+                return kl, rejected, True, h_trial
+            rejected += 1
+            if kl_ok and at_floor:  # H falls along this direction at any scale: drop it now
+                break
+            scale *= self.hp.kl_backoff
+        with torch.no_grad():  # never keep a step that breaks the bound
+            for p, o in zip(self.actor_params, old, strict=True):
+                p.copy_(o)
+        return 0.0, rejected, False, h_trial
+
+    def update(self, batch: TransitionBatch) -> dict[str, float]:
+        """One SCAPO update on a batch of transitions (states as cached layer-k tokens)."""
+        self.model.train()
+        batch = batch.to(self.device)
+        a = batch.action
+        lam = self.lagrange.value
+        y_r, y_c, y_v = self._targets(batch)
+
+        out = self.model.suffix_and_heads(batch.state, detach_critic_inputs=True)
+
+        def at_a(q: torch.Tensor) -> torch.Tensor:
+            return q.gather(1, a[:, None]).squeeze(1)
+
+        loss_td_r = td_loss(at_a(out.q_reward), y_r)
+        loss_cql = cql_penalty(out.q_reward, a)
+        loss_q_c = td_loss(at_a(out.q_cost), y_c)
+        loss_v_c = td_loss(out.v_cost, y_v)
+        loss_c = safety_loss(out.constraint_logits, a, batch.cost)
+        critic_loss = loss_td_r + self.hp.alpha_cql * loss_cql + loss_q_c + loss_v_c + loss_c
+
+        log_pi = out.policy_log_probs
+        log_pi_old = log_pi.detach()
+        alpha = self.entropy_temperature.value
+        objective = policy_objective(log_pi, out.q_reward, out.q_cost, lam, alpha)
+
+        # the two losses reach disjoint parameter groups, so one backward serves both
+        self.actor_opt.zero_grad(set_to_none=True)
+        self.critic_opt.zero_grad(set_to_none=True)
+        (critic_loss - objective).backward()
+        gn_c = nn.utils.clip_grad_norm_(self.critic_params, self.hp.max_grad_norm)
+        gn_a = nn.utils.clip_grad_norm_(self.actor_params, self.hp.max_grad_norm)
+        self.critic_opt.step()
+        self._polyak()
+        h = float(entropy(log_pi_old).mean())
+        kl, rejected, accepted, h_trial = self._kl_limited_policy_step(batch, log_pi_old, h)
+        # Dual step on where the gradient leads, not on where the floor held pi: alpha must
+        # grow while the objective still pushes H(pi) below the target, or the floor freezes pi.
+        if math.isfinite(h_trial):
+            self.entropy_temperature.update(-h_trial)
+
+        self.updates += 1
+        self.rejected_policy_steps += rejected
+        self.dropped_policy_steps += int(not accepted)
+        return {
+            "loss_q_reward": float(loss_td_r.detach()),
+            "loss_cql": float(loss_cql.detach()),
+            "loss_q_cost": float(loss_q_c.detach()),
+            "loss_v_cost": float(loss_v_c.detach()),
+            "loss_constraint": float(loss_c.detach()),
+            "loss_policy": -float(objective.detach()),
+            "kl": kl,
+            "policy_entropy": h,
+            "entropy_coef": alpha,
+            "kl_limit": self.hp.epsilon_kl,
+            "policy_step_accepted": float(accepted),
+            "kl_backoffs": float(rejected),
+            "rejected_policy_steps": float(self.rejected_policy_steps),
+            "dropped_policy_steps": float(self.dropped_policy_steps),
+            "lagrange_multiplier": lam,
+            # 0 until the first episode ends (the count says whether it is measured)
+            "episode_cost_estimate": self.costs.j_c if self.costs.episodes else 0.0,
+            "mean_episode_cost": self.costs.mean_episode_cost if self.costs.episodes else 0.0,
+            "episodes": float(self.costs.episodes),
+            "cost_limit": self.delta,
+            "cost_limit_episode": self.hp.cost_limit_episode,
+            "grad_norm_actor": float(gn_a),
+            "grad_norm_critic": float(gn_c),
+            "updates": float(self.updates),
+        }

@@ -1,0 +1,1 @@
+"""Thin rclpy nodes: parameters, QoS, timers and message conversion around the core."""

@@ -1,0 +1,376 @@
+"""learner_node: SCAPO on the robot, from the replay topics.
+
+Assembles transitions from Observation / ActionProposal / ShieldDecision / Feedback (matched by
+the camera stamp), or takes safari_msgs/Transition directly (bag replays); keeps the replay
+buffer of cached prefix tokens and persists every transition to a rosbag2 MCAP file under
+run_dir/replay, so experience survives a restart and feeds offline pre-training. A proposal the
+shield refused for a hard limit is also learned as a penalised, costly transition
+(core.replay.refusal_transition), rebuilt from the persisted step on restart, never persisted
+itself (a bag holds only what the robot did). A worker
+thread runs SCAPO updates (on cuda when available), writes checkpoints and announces them;
+LearnerStatus reports progress. Learning pauses and resumes through a service, and only runs
+while the shield's mode is `learn`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diagnostic_msgs.msg import KeyValue
+from rclpy.node import Node
+from rclpy.serialization import deserialize_message, serialize_message
+from std_msgs.msg import String
+from std_srvs.srv import SetBool
+
+from safari_msgs.msg import (
+    ActionProposal,
+    AdapterCheckpoint,
+    Feedback,
+    LearnerStatus,
+    Observation,
+    ShieldDecision,
+    Transition,
+)
+from safari_msgs.srv import SaveAdapters
+from safari_ros.bags import BagReader, BagRecorder
+from safari_ros.bags.typestore import bag_type_name
+from safari_ros.core import (
+    ReplayBuffer,
+    ScapoLearner,
+    build_model,
+    load_checkpoint,
+    nan_free,
+    refusal_transition,
+    save_checkpoint,
+)
+from safari_ros.core import Transition as CoreTransition
+from safari_ros.nodes.common import (
+    LATCHED_QOS,
+    RELIABLE_QOS,
+    declare,
+    model_parameters,
+    node_config,
+    observation_state,
+    run_node,
+    stamp_ns,
+)
+from safari_ros.safety.shield import HARD_LIMITS, violates_hard_limit
+from safari_ros.streams import AssembledStep, TransitionAssembler
+
+REPLAY_TOPIC_TYPE = bag_type_name("safari_msgs/msg/Transition")
+STREAM_QOS = RELIABLE_QOS
+
+
+def _probability(proposal: ActionProposal | None, index: int) -> float:
+    """pi_old(action | s) from the proposal; 1 (no off-policy correction) when unknown."""
+    if proposal is None or index >= len(proposal.probabilities):
+        return 1.0
+    return float(proposal.probabilities[index])
+
+
+class LearnerNode(Node):
+    """Replay + SCAPO worker + checkpoints."""
+
+    def __init__(self) -> None:
+        super().__init__("learner_node")
+        self.cfg = node_config(self)
+        t = self.cfg["topics"]
+        self.run_dir = Path(declare(self, "run_dir", "runs/latest", "checkpoints and replay bags"))
+        self.record = declare(self, "record", True,
+                              "persist the replay (Transition messages) as rosbag2 MCAP")
+        self.checkpoint_every = declare(self, "checkpoint_every_updates", 50,
+                                        "updates between checkpoints")
+        status_period = declare(self, "status_period_s", 1.0, "LearnerStatus period (s)")
+        self.min_replay = declare(self, "min_replay", 0, "transitions before the first update; "
+                                  "0 = one batch")
+        self.max_update_rate = declare(self, "max_update_hz", 0.0,
+                                       "cap on SCAPO updates per second; 0 = no cap")
+        checkpoint = declare(self, "checkpoint", "", "adapter checkpoint to start from "
+                             "(e.g. offline pre-training); empty: fresh adapters")
+        self.model, self.device = model_parameters(self, self.cfg, build_model)
+        if checkpoint:
+            # The same gate as the policy's: a bad start-up checkpoint stops the node.
+            info = load_checkpoint(checkpoint, self.model)
+            self.get_logger().info(f"starting from {info.path} (step {info.step})")
+        hp = self.model.hp
+        self.batch_size = hp.scapo.batch_size
+        self.learner = ScapoLearner(self.model, hp.scapo)
+        self.replay = ReplayBuffer.from_config(hp.replay, self.model.backbone_id)
+        self.lock = threading.Lock()  # replay buffer and counters
+        # The model: updates, checkpoints, the dual step. Callbacks must never wait on it: an
+        # update on a CPU takes seconds, and the subscriptions' history (depth 10) would
+        # overflow meanwhile, losing steps (3 of 4 were lost when instructions took this lock).
+        self.model_lock = threading.Lock()
+        self.text_lock = threading.Lock()  # the frozen text encoder's cache (callback threads)
+        self.recorder_lock = threading.Lock()  # the replay bag: callback threads vs shutdown
+        self.assembler = TransitionAssembler()
+        self.proposals: dict[int, ActionProposal] = {}
+        self.mode = "execute"
+        self.paused = False
+        self.version = 0
+        self.metrics: dict[str, float] = {}
+        self.counts = {"transitions": 0, "violations": 0, "interventions": 0, "episodes": 0}
+        self.episode_costs: list[float] = []
+        self.successes: deque[bool] = deque(maxlen=hp.scapo.cost_window_episodes)
+        self.recorder: BagRecorder | None = None
+        self.restore_replay()
+        if self.record:
+            folder = self.run_dir / "replay" / time.strftime("%Y%m%d-%H%M%S")
+            self.recorder = BagRecorder(folder).open()
+
+        self.status_pub = self.create_publisher(LearnerStatus, t["learner_status"], RELIABLE_QOS)
+        self.checkpoint_pub = self.create_publisher(AdapterCheckpoint, t["adapter_checkpoint"],
+                                                    LATCHED_QOS)
+        self.transition_pub = self.create_publisher(Transition, t["transition"], STREAM_QOS)
+        self.create_subscription(Observation, t["observation"], self.on_observation, STREAM_QOS)
+        self.create_subscription(ActionProposal, t["action_proposal"], self.on_proposal,
+                                 STREAM_QOS)
+        self.create_subscription(ShieldDecision, t["shield_decision"], self.on_decision,
+                                 STREAM_QOS)
+        self.create_subscription(Feedback, t["feedback"], self.on_feedback, STREAM_QOS)
+        self.create_subscription(Transition, "/safari/replay_in", self.on_transition, STREAM_QOS)
+        self.create_subscription(String, "/safari/mode", self.on_mode, LATCHED_QOS)
+        self.create_service(SetBool, "~/set_learning", self.on_set_learning)
+        self.create_service(SaveAdapters, "/safari/save_adapters", self.on_save)
+        self.create_timer(status_period, self.publish_status)
+        self.stop_worker = threading.Event()
+        self.worker = threading.Thread(target=self.update_loop, name="scapo", daemon=True)
+        self.worker.start()
+
+    # ------------------------------------------------------------------ inputs
+    def on_mode(self, msg: String) -> None:
+        """The shield's operating mode: updates run only in `learn`."""
+        self.mode = msg.data
+
+    def on_observation(self, msg: Observation) -> None:
+        """An observation (s of this step, s' of the previous one)."""
+        self.consume(self.assembler.add_observation(stamp_ns(msg.header.stamp), msg))
+
+    def on_proposal(self, msg: ActionProposal) -> None:
+        """Kept for the behaviour probability of the executed action."""
+        self.proposals[stamp_ns(msg.observation_stamp)] = msg
+        while len(self.proposals) > 256:
+            self.proposals.pop(next(iter(self.proposals)))
+
+    def on_decision(self, msg: ShieldDecision) -> None:
+        """What was executed for an observation (watchdog stops carry no observation)."""
+        with self.lock:
+            self.counts["interventions"] += int(msg.intervened)
+        if msg.proposed_action_name:
+            self.consume(self.assembler.add_decision(stamp_ns(msg.observation_stamp), msg))
+
+    def on_feedback(self, msg: Feedback) -> None:
+        """Reward and cost of the step that started at the feedback's stamp."""
+        self.bookkeep(msg)
+        self.consume(self.assembler.add_feedback(stamp_ns(msg.header.stamp), msg))
+
+    def on_transition(self, msg: Transition) -> None:
+        """A ready-made transition (a bag replayed onto /safari/replay_in)."""
+        self.add(msg, persist=True)
+
+    def consume(self, steps: list[AssembledStep]) -> None:
+        """Assembled steps -> Transition messages -> replay (and the episode bookkeeping)."""
+        for step in steps:
+            fb, decision = step.feedback, step.decision
+            msg = Transition(episode_id=fb.episode_id, step=fb.step,
+                             observation=step.observation,
+                             next_observation=step.next_observation,
+                             proposed_action_index=decision.proposed_action_index,
+                             executed_action_index=decision.executed_action_index,
+                             intervened=decision.intervened, reward=fb.reward, cost=fb.cost,
+                             cost_sources=list(fb.cost_sources),
+                             cost_active=list(fb.cost_active), done=fb.done,
+                             truncated=fb.truncated, success=fb.success)
+            msg.header = fb.header
+            msg.hard_limit_refusal = decision.intervened and violates_hard_limit(
+                {c: getattr(decision, c) for c in HARD_LIMITS})
+            proposal = self.proposals.pop(stamp_ns(fb.header.stamp), None)
+            msg.behaviour_probability = _probability(proposal, decision.executed_action_index)
+            msg.proposed_probability = _probability(proposal, decision.proposed_action_index)
+            self.add(msg, persist=True)
+            self.transition_pub.publish(msg)
+
+    def bookkeep(self, msg: Feedback) -> None:
+        """Violations and episode ends, one dual step on lambda per episode. Counted from every
+        Feedback, not from assembled transitions: a step the stack did not answer (policy down,
+        watchdog stop) still cost what it cost, and J_c must see it."""
+        with self.lock:
+            self.counts["violations"] += int(msg.cost > 0)
+            self.episode_costs.append(float(msg.cost))
+            if msg.done:
+                self.counts["episodes"] += 1
+                self.successes.append(bool(msg.success))
+                with self.model_lock:
+                    self.learner.record_episode(self.episode_costs)
+                self.episode_costs = []
+
+    def to_core(self, msg: Transition) -> CoreTransition:
+        """Transition message -> the core's replay record (ValueError when malformed)."""
+        n = self.model.hp.heads.n_joints
+        tokens, depth, proprio = observation_state(msg.observation, n)
+        next_tokens, next_depth, next_proprio = observation_state(msg.next_observation, n)
+        # frozen and never updated by SCAPO: safe beside a running update
+        with self.text_lock, torch.no_grad():
+            instr = self.model.encode_instruction(
+                [msg.observation.instruction, msg.next_observation.instruction]).cpu().numpy()
+        return CoreTransition(
+            tokens=tokens, depth=depth, proprio=proprio, instruction=instr[0],
+            action=int(msg.executed_action_index), reward=float(msg.reward),
+            cost=float(msg.cost), next_tokens=next_tokens, next_depth=next_depth,
+            next_proprio=next_proprio, next_instruction=instr[1],
+            # A time-limit end is not terminal: the value of s' still counts.
+            done=bool(msg.done and not msg.truncated), success=bool(msg.success),
+            behaviour_prob=float(msg.behaviour_probability))
+
+    def add(self, msg: Transition, persist: bool) -> bool:
+        """Into the replay buffer (and the replay bag); malformed ones are dropped and logged."""
+        if msg.observation.backbone_id != self.model.backbone_id:
+            self.get_logger().warning("transition from another backbone dropped")
+            return False
+        try:
+            record = self.to_core(msg)
+        except ValueError as exc:
+            self.get_logger().warning(f"malformed transition dropped: {exc}")
+            return False
+        penalty = self.model.hp.scapo.refusal_penalty
+        with self.lock:
+            self.replay.add(record)
+            self.counts["transitions"] += 1
+            if msg.hard_limit_refusal and penalty > 0:
+                self.replay.add(refusal_transition(
+                    record, msg.proposed_action_index, msg.proposed_probability, penalty))
+        if persist:
+            with self.recorder_lock:
+                if self.recorder is not None:
+                    self.recorder.write_cdr("/safari/transition", REPLAY_TOPIC_TYPE,
+                                            serialize_message(msg), stamp_ns(msg.header.stamp))
+        return True
+
+    def restore_replay(self) -> None:
+        """Reload the transitions of earlier runs from run_dir/replay (damaged parts skipped)."""
+        folder = self.run_dir / "replay"
+        if not folder.is_dir():
+            return
+        restored = 0
+        for bag in sorted(p for p in folder.iterdir() if p.is_dir()):
+            try:
+                with BagReader(bag, skip_bad=True) as reader:
+                    for m in reader.messages(["/safari/transition"]):
+                        restored += self.add(deserialize_message(reader.to_cdr(m), Transition),
+                                             persist=False)
+            except Exception as exc:
+                self.get_logger().error(f"replay bag {bag} unreadable, skipped: {exc}")
+        self.get_logger().info(f"restored {restored} transitions from {folder}")
+
+    # ------------------------------------------------------------------ learning
+    def learning_enabled(self) -> bool:
+        """Updates run in learn mode, unpaused, with enough replay."""
+        need = self.min_replay or self.batch_size
+        # Bounded update-to-data ratio: no more updates than updates_per_step per new step.
+        budget = self.counts["transitions"] * self.model.hp.scapo.updates_per_step
+        return (self.mode == "learn" and not self.paused and len(self.replay) >= need
+                and self.learner.updates < budget)
+
+    def update_loop(self) -> None:
+        """Worker: SCAPO updates, checkpoints every checkpoint_every updates."""
+        while not self.stop_worker.is_set():
+            if not self.learning_enabled():
+                time.sleep(0.05)
+                continue
+            start = time.monotonic()
+            with self.lock:
+                batch = self.replay.sample(self.batch_size, self.device)
+            with self.model_lock:
+                metrics = self.learner.update(batch)
+            self.metrics = metrics
+            if self.learner.updates % self.checkpoint_every == 0:
+                self.save_and_announce()
+            if self.max_update_rate > 0:
+                time.sleep(max(0.0, 1.0 / self.max_update_rate - (time.monotonic() - start)))
+
+    def save_and_announce(self, path: str = "") -> AdapterCheckpoint:
+        """Write the next checkpoint version and announce it to the policy."""
+        self.version += 1
+        target = Path(path) if path else self.run_dir / "checkpoints" / (
+            f"adapters_v{self.version:04d}.safetensors")
+        with self.model_lock:
+            healthy = nan_free(self.model)
+            info = save_checkpoint(target, self.model, self.version, self.learner.updates,
+                                   extra={"lagrange_multiplier": self.learner.lagrange.value,
+                                          "entropy_coef": self.learner.entropy_temperature.value})
+        msg = AdapterCheckpoint(version=self.version, path=str(info.path.resolve()),
+                                sha256=info.sha256, backbone_id=self.model.backbone_id)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        td = self.metrics.get("loss_q_reward", 0.0)
+        msg.validation_metrics = [KeyValue(key="td_error", value=f"{td:.6g}"),
+                                  KeyValue(key="nan_free", value=str(healthy).lower()),
+                                  KeyValue(key="updates", value=str(self.learner.updates))]
+        self.checkpoint_pub.publish(msg)
+        self.get_logger().info(f"checkpoint v{self.version}: {info.path}")
+        return msg
+
+    # ------------------------------------------------------------------ operator
+    def on_set_learning(self, request: SetBool.Request, response: SetBool.Response) -> Any:
+        """true: resume learning, false: pause it."""
+        self.paused = not request.data
+        response.success, response.message = True, "learning " + (
+            "resumed" if request.data else "paused")
+        return response
+
+    def on_save(self, request: SaveAdapters.Request, response: SaveAdapters.Response) -> Any:
+        """Save (and announce) a checkpoint now."""
+        try:
+            response.checkpoint = self.save_and_announce(request.path)
+            response.success, response.message = True, response.checkpoint.path
+        except Exception as exc:
+            response.success, response.message = False, str(exc)
+        return response
+
+    def publish_status(self) -> None:
+        """LearnerStatus: updates, lambda, J_c vs delta, losses, KL, counters."""
+        m, c = self.metrics, self.counts
+        s = LearnerStatus(
+            mode="paused" if self.paused else self.mode,
+            updates=int(self.learner.updates), transitions_seen=int(c["transitions"]),
+            buffer_size=len(self.replay),
+            lagrange_multiplier=float(self.learner.lagrange.value),
+            episode_cost_estimate=float(self.learner.costs.j_c if self.learner.costs.episodes
+                                        else 0.0),
+            cost_limit=float(self.learner.delta),
+            loss_q_reward=m.get("loss_q_reward", 0.0), loss_q_cost=m.get("loss_q_cost", 0.0),
+            loss_v_cost=m.get("loss_v_cost", 0.0), loss_constraint=m.get("loss_constraint", 0.0),
+            loss_policy=m.get("loss_policy", 0.0), kl=m.get("kl", 0.0),
+            kl_limit=float(self.model.hp.scapo.epsilon_kl),
+            rejected_policy_steps=int(self.learner.rejected_policy_steps),
+            policy_entropy=m.get("policy_entropy", 0.0),
+            entropy_coef=float(self.learner.entropy_temperature.value),
+            violations=int(c["violations"]), interventions=int(c["interventions"]),
+            episodes=int(c["episodes"]),
+            success_rate=float(np.mean(self.successes)) if self.successes else 0.0,
+            adapter_version=self.version)
+        s.header.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(s)
+
+    def shutdown(self) -> None:
+        """Stop the worker and close the replay bag (it stays readable)."""
+        self.stop_worker.set()
+        self.worker.join(timeout=30)
+        with self.recorder_lock:
+            if self.recorder is not None:
+                self.recorder.close()
+                self.recorder = None
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the learner node."""
+    run_node(LearnerNode, args, before_shutdown=lambda node: node.shutdown(), threads=4)
+
+
+if __name__ == "__main__":
+    main()

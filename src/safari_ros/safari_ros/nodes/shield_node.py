@@ -1,0 +1,330 @@
+"""shield_node: the only path to the controller (a lifecycle node).
+
+Every ActionProposal is checked on its predicted motion against the hard limits and the learned
+C(s,a) < tau_safe (safari_ros.safety); what passes is sent to the controller as a
+trajectory_msgs/JointTrajectory, anything else is replaced by the configured backup action.
+A watchdog sends stop when proposals or observations go stale. Deactivation, e-stop and
+shutdown send stop first. Every decision is published as safari_msgs/ShieldDecision.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, Vector3
+from rclpy.clock import Clock, ClockType
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import JointState
+from std_msgs.msg import ColorRGBA, String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from visualization_msgs.msg import Marker, MarkerArray
+
+from safari_msgs.msg import ActionProposal, ShieldDecision
+from safari_msgs.srv import SetMode
+from safari_ros.config import action_specs, safety_limits
+from safari_ros.nodes.common import (
+    LATCHED_QOS,
+    RELIABLE_QOS,
+    SENSOR_QOS,
+    declare,
+    node_config,
+    run_node,
+    stamp_ns,
+)
+from safari_ros.robot import kinematics as kin
+from safari_ros.robot.primitives import PrimitivePlanner, shielded_plan
+from safari_ros.safety.shield import CHECKS, Check, Shield, ShieldVerdict
+
+MODE_NAMES = {SetMode.Request.IDLE: "idle", SetMode.Request.EXECUTE: "execute",
+              SetMode.Request.LEARN: "learn", SetMode.Request.PAUSE: "pause",
+              SetMode.Request.ESTOP: "estop", SetMode.Request.HOME: "home"}
+JOINTS = (*kin.ARM_JOINTS, kin.FINGER_JOINTS[0])
+STOP_SETTLE_S = 0.05  # a stop trajectory's single point: reach the measured pose at once
+
+
+def _duration(seconds: float) -> Duration:
+    return Duration(sec=int(seconds), nanosec=int((seconds % 1.0) * 1e9))
+
+
+class ShieldNode(LifecycleNode):
+    """Hard limits + learned check + watchdog in front of the joint trajectory controller."""
+
+    def __init__(self) -> None:
+        super().__init__("shield_node")
+        self.cfg = node_config(self)
+        self.topics = self.cfg["topics"]
+        self.use_moveit = declare(self, "use_moveit", False,
+                                  "request moveit_py planning (not supported yet: the shield "
+                                  "plans with the IK primitives and says so)")
+        if self.use_moveit:
+            self.get_logger().warning(
+                "use_moveit: moveit_py planning is not supported by this release; the shield "
+                "plans the primitives with the Panda IK it checks them on")
+        self.autostart = declare(self, "autostart", True, "configure and activate at start-up")
+        self.watchdog_period = declare(self, "watchdog_period_s", 0.05,
+                                       "how often staleness is checked (s)")
+        self.actions = action_specs(self.cfg)
+        self.limits = safety_limits(self.cfg)
+        self.shield = Shield(self.limits, self.actions, kin.JOINT_LOWER, kin.JOINT_UPPER,
+                             kin.JOINT_VELOCITY_LIMIT)
+        self.planner = PrimitivePlanner(self.cfg)
+        self.mode = SetMode.Request.EXECUTE if self.autostart else SetMode.Request.IDLE
+        self.active = False
+        self.joints: np.ndarray | None = None  # 7 arm joints + finger opening, measured
+        self.joint_rates = np.zeros(len(JOINTS))  # their velocities (the motion starts from them)
+        self.finger_target = float(self.cfg["sim"]["gripper_open_m"])
+        self.last_proposal_wall = time.monotonic()
+        self.stopped_for_watchdog = False
+        self.counts = {"decisions": 0, "interventions": 0, "watchdog_stops": 0}
+        self.controller = None
+        if self.autostart:
+            self.trigger_configure()
+            self.trigger_activate()
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Create the controller publisher and the subscriptions."""
+        t = self.topics
+        self.controller = self.create_publisher(JointTrajectory, t["controller_command"],
+                                                RELIABLE_QOS)
+        self.decisions = self.create_publisher(ShieldDecision, t["shield_decision"], RELIABLE_QOS)
+        self.markers = self.create_publisher(MarkerArray, t["shield_markers"], LATCHED_QOS)
+        self.diagnostics = self.create_publisher(DiagnosticArray, t["diagnostics"], RELIABLE_QOS)
+        self.mode_pub = self.create_publisher(String, "/safari/mode", LATCHED_QOS)
+        self.create_subscription(JointState, t["joint_states"], self.on_joint_state, SENSOR_QOS)
+        self.create_subscription(ActionProposal, t["action_proposal"], self.on_proposal,
+                                 RELIABLE_QOS)
+        self.create_service(SetMode, "/safari/set_mode", self.on_set_mode)
+        # Wall (steady) time: a frozen simulation clock must not freeze the watchdog.
+        self.create_timer(self.watchdog_period, self.on_watchdog,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.create_timer(1.0, self.publish_status)
+        self.publish_zones()
+        self.publish_mode()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Open the path to the controller."""
+        self.active = True
+        self.last_proposal_wall = time.monotonic()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the arm, then close the path."""
+        self.send_stop("deactivate")
+        self.active = False
+        return super().on_deactivate(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the arm before going away."""
+        self.send_stop("shutdown")
+        self.active = False
+        return TransitionCallbackReturn.SUCCESS
+
+    # ------------------------------------------------------------------ inputs
+    def on_joint_state(self, msg: JointState) -> None:
+        """Keep the measured arm joints and finger opening (NaN stays NaN: it fails the checks)."""
+        index = {n: i for i, n in enumerate(msg.name)}
+        if not all(j in index for j in JOINTS) or len(msg.position) != len(msg.name):
+            return
+        self.joints = np.array([msg.position[index[j]] for j in JOINTS], float)
+        # A driver may publish no velocities (REP: empty); a present NaN fails the checks.
+        self.joint_rates = (np.array([msg.velocity[index[j]] for j in JOINTS], float)
+                            if len(msg.velocity) == len(msg.name) else np.zeros(len(JOINTS)))
+
+    def on_proposal(self, msg: ActionProposal) -> None:
+        """Decide and execute; any failure on the way ends in stop (fail closed)."""
+        received = time.monotonic()
+        self.last_proposal_wall = received
+        self.stopped_for_watchdog = False
+        if not self.active or self.mode not in (SetMode.Request.EXECUTE, SetMode.Request.LEARN):
+            return
+        try:
+            verdict, plan = self.decide(msg)
+            if plan is None:
+                self.send_stop(verdict.reason or "proposed")
+            else:
+                self.send_plan(plan)
+        except Exception as exc:
+            self.get_logger().error(f"shield failed on a proposal ({exc!r}); sending stop")
+            self.send_stop("internal_error")
+            verdict = ShieldVerdict(self.shield.stop, self.shield.stop,
+                                    {c: Check.NOT_CHECKED for c in CHECKS}, "internal_error")
+            verdict.codes["input_valid"] = Check.VIOLATION
+        self.publish_decision(msg, verdict, (time.monotonic() - received) * 1e3)
+
+    def decide(self, msg: ActionProposal) -> tuple[ShieldVerdict, Any]:
+        """The verdict for one proposal and the motion to send (None: stop)."""
+        now_ns = self.get_clock().now().nanoseconds
+        obs_age = (now_ns - stamp_ns(msg.observation_stamp)) / 1e9
+        prop_age = (now_ns - stamp_ns(msg.header.stamp)) / 1e9
+        joints = self.joints if self.joints is not None else np.full(len(JOINTS), np.nan)
+        return shielded_plan(self.shield, self.planner, int(msg.action_index),
+                             msg.constraint_probabilities, joints, self.joint_rates,
+                             self.finger_target, obs_age, prop_age)
+
+    def plan(self, spec: Any) -> Any:
+        """The primitive from the measured joint state (positions and velocities)."""
+        return self.planner.plan(spec, self.joints, self.finger_target, self.joint_rates)
+
+    def on_watchdog(self) -> None:
+        """No proposal within the deadline while executing -> stop (once per stale period)."""
+        if not self.active or self.mode not in (SetMode.Request.EXECUTE, SetMode.Request.LEARN):
+            return
+        stale = time.monotonic() - self.last_proposal_wall > self.limits.watchdog_s
+        if stale and not self.stopped_for_watchdog:
+            self.stopped_for_watchdog = True
+            self.counts["watchdog_stops"] += 1
+            self.get_logger().warning("no fresh proposal within the watchdog deadline: stop")
+            self.send_stop("watchdog")
+            decision = ShieldDecision()
+            decision.header.stamp = self.get_clock().now().to_msg()
+            decision.executed_action_index = self.shield.stop.index
+            decision.executed_action_name = "stop"
+            decision.proposed_action_name = ""
+            decision.intervened = True
+            decision.watchdog = Check.VIOLATION
+            decision.reason = "watchdog"
+            decision.constraint_threshold = self.limits.tau_safe
+            self.decisions.publish(decision)
+
+    # ------------------------------------------------------------------ operator
+    def on_set_mode(self, request: SetMode.Request, response: SetMode.Response) -> Any:
+        """Mode changes; e-stop works from every mode and only an explicit change leaves it."""
+        response.previous_mode = self.mode
+        if request.mode not in MODE_NAMES:
+            response.success = False
+            response.message = f"unknown mode {request.mode}"
+            return response
+        if request.mode in (SetMode.Request.ESTOP, SetMode.Request.PAUSE, SetMode.Request.IDLE):
+            self.send_stop(MODE_NAMES[request.mode])
+        self.mode = request.mode
+        if request.mode == SetMode.Request.HOME and self.joints is not None:
+            self.send_plan(self.plan(self.shield.by_name["home"]))
+            self.mode = SetMode.Request.IDLE
+        self.last_proposal_wall = time.monotonic()
+        self.publish_mode()
+        response.success = True
+        response.message = f"mode {MODE_NAMES[response.previous_mode]} -> {MODE_NAMES[self.mode]}"
+        self.get_logger().info(response.message)
+        return response
+
+    # ------------------------------------------------------------------ outputs
+    def send_stop(self, why: str) -> None:
+        """A one-point trajectory at the measured pose (JTC rejects an empty one)."""
+        self.planner.reset()
+        if self.controller is None or self.joints is None:
+            return
+        if not np.all(np.isfinite(self.joints)):
+            # Nothing trustworthy to hold: leave the controller on its last setpoint instead.
+            self.get_logger().error(f"stop ({why}) with non-finite joint state: not sent")
+            return
+        self._send_point(self.joints[:7], self.finger_target, STOP_SETTLE_S, at_rest=False)
+
+    def send_plan(self, plan: Any) -> None:
+        """One point at the primitive's end, at rest, timed to the primitive: JTC follows the
+        cubic from the measured state that the shield checked."""
+        self.finger_target = plan.finger_target
+        self._send_point(plan.arm_target, plan.finger_target, plan.duration_s, at_rest=True)
+
+    def _send_point(self, arm: np.ndarray, fingers: float, seconds: float, at_rest: bool) -> None:
+        """at_rest: give zero end velocities (cubic spline); else positions only (a stop holds
+        the measured pose and the controller brakes)."""
+        traj = JointTrajectory()
+        traj.header.stamp = self.get_clock().now().to_msg()
+        traj.joint_names = list(JOINTS)
+        point = JointTrajectoryPoint(positions=[float(v) for v in arm] + [float(fingers)],
+                                     time_from_start=_duration(seconds))
+        if at_rest:
+            point.velocities = [0.0] * len(JOINTS)
+        traj.points = [point]
+        self.controller.publish(traj)
+
+    def publish_decision(self, msg: ActionProposal, verdict: ShieldVerdict,
+                         latency_ms: float) -> None:
+        """The audit record of one decision."""
+        self.counts["decisions"] += 1
+        self.counts["interventions"] += int(verdict.intervened)
+        d = ShieldDecision()
+        d.header.stamp = self.get_clock().now().to_msg()
+        d.observation_stamp = msg.observation_stamp
+        d.proposed_action_index = int(msg.action_index)
+        d.proposed_action_name = msg.action_name
+        d.executed_action_index = verdict.executed.index
+        d.executed_action_name = verdict.executed.name
+        d.intervened = verdict.intervened
+        for check in CHECKS:
+            setattr(d, check, int(verdict.codes[check]))
+        d.reason = verdict.reason
+        d.constraint_value = float(msg.constraint_value)
+        d.constraint_threshold = self.limits.tau_safe
+        d.latency_ms = float(latency_ms)
+        self.decisions.publish(d)
+        self.publish_decision_marker(verdict)
+
+    def publish_decision_marker(self, verdict: ShieldVerdict) -> None:
+        """The last decision as text above the workspace: green executed, red replaced."""
+        box = self.limits.workspace
+        m = Marker(type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, id=0, ns="decision")
+        m.header.frame_id = self.cfg["frames"]["base"]
+        m.header.stamp = self.get_clock().now().to_msg()
+        m.pose.position = Point(x=float(box.center[0]), y=float(box.center[1]),
+                                z=float(box.max[2]) + 0.1)
+        m.pose.orientation.w = 1.0
+        m.scale.z = 0.05
+        m.color = (ColorRGBA(r=1.0, g=0.2, b=0.2, a=1.0) if verdict.intervened
+                   else ColorRGBA(r=0.2, g=1.0, b=0.2, a=1.0))
+        m.text = (f"{verdict.proposed.name} -> {verdict.executed.name} ({verdict.reason})"
+                  if verdict.intervened else verdict.executed.name)
+        # One latched array holds zones and decision, so a late RViz still gets the zones.
+        self.markers.publish(MarkerArray(markers=[*self.zone_markers(), m]))
+
+    def publish_zones(self) -> None:
+        """Keep-out zones and the workspace, latched for RViz."""
+        self.markers.publish(MarkerArray(markers=self.zone_markers()))
+
+    def zone_markers(self) -> list[Marker]:
+        """Keep-out zones and the workspace as boxes in the base frame."""
+        frame = self.cfg["frames"]["base"]
+        out = MarkerArray()
+        boxes = [(self.limits.workspace, ColorRGBA(r=0.2, g=0.6, b=1.0, a=0.08))]
+        boxes += [(z, ColorRGBA(r=1.0, g=0.1, b=0.1, a=0.35)) for z in self.limits.keep_out_zones]
+        for i, (box, colour) in enumerate(boxes):
+            m = Marker(type=Marker.CUBE, action=Marker.ADD, id=i, ns=box.name, color=colour)
+            m.header.frame_id = frame
+            m.pose.position = Point(x=float(box.center[0]), y=float(box.center[1]),
+                                    z=float(box.center[2]))
+            m.pose.orientation.w = 1.0
+            size = 2 * box.half_extents
+            m.scale = Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2]))
+            out.markers.append(m)
+        return out.markers
+
+    def publish_mode(self) -> None:
+        """The current mode, latched, for the learner and the operator panel."""
+        self.mode_pub.publish(String(data=MODE_NAMES[self.mode]))
+
+    def publish_status(self) -> None:
+        """diagnostic_msgs health: mode, activity and counters."""
+        status = DiagnosticStatus(name="safari/shield", hardware_id="shield_node")
+        status.level = DiagnosticStatus.OK if self.active else DiagnosticStatus.WARN
+        if self.mode == SetMode.Request.ESTOP:
+            status.level = DiagnosticStatus.ERROR
+        status.message = f"{'active' if self.active else 'inactive'}, mode {MODE_NAMES[self.mode]}"
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in self.counts.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics.publish(array)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the shield; on Ctrl-C or SIGTERM it sends stop before the context goes down."""
+    run_node(ShieldNode, args, before_shutdown=lambda node: node.send_stop("shutdown"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Pre-training of SAFARI's adapters and heads on demonstration bags (ROS-free).
+
+- `generate_demos` (demos.py): scripted-oracle episodes in the MuJoCo tabletop, with random
+  perturbations that cause violations, written as a rosbag2 MCAP bag under the live topic names.
+- `load_bag_features` (features.py): bags -> frozen-prefix features, cached on disk (float16).
+- `run_pretrain` (train.py): L_pretrain on those features, single process or torchrun/DDP;
+  checkpoint + JSON report, resumable, deterministic under a seed.
+- `safari_pretrain` (cli.py): the command line (`demos`, `train`).
+"""
+
+from safari_ros.pretrain.demos import DemoSummary, generate_demos
+from safari_ros.pretrain.features import CacheStats, FeatureSet, load_bag_features
+from safari_ros.pretrain.metrics import auroc, expected_calibration_error
+from safari_ros.pretrain.train import PretrainResult, TrainSettings, run_pretrain, split_episodes
+
+__all__ = [
+    "CacheStats",
+    "DemoSummary",
+    "FeatureSet",
+    "PretrainResult",
+    "TrainSettings",
+    "auroc",
+    "expected_calibration_error",
+    "generate_demos",
+    "load_bag_features",
+    "run_pretrain",
+    "split_episodes",
+]

@@ -1,0 +1,159 @@
+"""`safari_pretrain`: make demonstration bags and pre-train the adapters on bags.
+
+    safari_pretrain demos --out runs/demos/bag --episodes-per-template 20 --epsilon 0.15
+    safari_pretrain train runs/demos/bag [more bags] --out runs/pretrain --epochs 20
+    torchrun --nproc_per_node=2 -m safari_ros.pretrain.cli train BAG --out DIR   # DDP
+
+Both read the config (--config, default $SAFARI_CONFIG or config/tabletop.yaml); `--set
+dotted.key=value` overrides any entry of it (the value is YAML), and `--model-config-dir` registers
+extra open_clip model configs (the tests' tiny ViT). Exit status: 0 done, 1 stopped early
+(--stop-after-epochs, resumable), 2 bad input or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import yaml
+
+from safari_ros.bags import BagError, TopicMap
+from safari_ros.config import ConfigError, load_config
+from safari_ros.core import BackboneError, learning_config
+from safari_ros.pretrain.demos import generate_demos
+from safari_ros.pretrain.features import default_cache_dir
+from safari_ros.pretrain.train import TrainSettings, run_pretrain
+from safari_ros.sim.tasks import TEMPLATES
+
+__all__ = ["apply_overrides", "build_parser", "main"]
+
+log = logging.getLogger("safari_pretrain")
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set `a.b.c=value` entries (value parsed as YAML) in the loaded config, in place."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects dotted.key=value, got {item!r}")
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section of the config")
+            node = node[part]
+        node[leaf] = yaml.safe_load(text)
+    return cfg
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    for folder in args.model_config_dir:
+        open_clip.add_model_config(Path(folder))
+    return apply_overrides(load_config(args.config), args.set)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="config YAML (default: $SAFARI_CONFIG or the repository's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config entry, e.g. learning.split_layer_k=2 (repeatable)")
+    p.add_argument("--model-config-dir", action="append", default=[], metavar="DIR",
+                   help="folder of extra open_clip model config JSON files (repeatable)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of safari_pretrain."""
+    parser = argparse.ArgumentParser(prog="safari_pretrain", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demos = sub.add_parser("demos", help="record scripted-oracle demonstrations as an MCAP bag")
+    _common(demos)
+    demos.add_argument("--out", required=True, help="bag directory to create (must not exist)")
+    demos.add_argument("--episodes-per-template", type=int, default=10)
+    demos.add_argument("--templates", nargs="+", default=list(TEMPLATES), choices=TEMPLATES)
+    demos.add_argument("--epsilon", type=float, default=0.1,
+                       help="per-step probability that a random action starts")
+    demos.add_argument("--hold", type=int, default=3, help="steps a random action is held")
+    demos.add_argument("--drift-prob", type=float, default=0.5,
+                       help="share of episodes with one unsafe drift down into the table")
+    demos.add_argument("--seed", type=int, default=0)
+    demos.add_argument("--split", default="train", help="task split (train / heldout)")
+    demos.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"),
+                       help="camera resolution (default: sim.camera of the config)")
+    demos.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
+
+    train = sub.add_parser("train", help="pre-train adapters and heads on bags")
+    _common(train)
+    train.add_argument("bags", nargs="+", help="bag paths (rosbag2 directory, .mcap, .bag)")
+    train.add_argument("--out", required=True, help="run directory: checkpoint, report, state")
+    train.add_argument("--topic-map", help="topic map YAML (default config/bag_topics.yaml)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int, help="global batch (split over DDP ranks)")
+    train.add_argument("--heldout-fraction", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--cache-dir", default=str(default_cache_dir()),
+                       help="feature cache folder (default: %(default)s)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    train.add_argument("--skip-bad", action="store_true",
+                       help="train on the valid part of bad bags; the report counts the rest")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the run directory's state file when there is one")
+    train.add_argument("--stop-after-epochs", type=int, metavar="N",
+                       help="leave after N epochs of this invocation (resume later)")
+    train.add_argument("--plot", action="store_true", help="write loss_curve.png")
+    train.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    return parser
+
+
+def _demos(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if args.image_size:
+        cfg["sim"]["camera"].update(width=args.image_size[0], height=args.image_size[1])
+    summary = generate_demos(cfg, args.out, episodes_per_template=args.episodes_per_template,
+                             epsilon=args.epsilon, hold=args.hold,
+                             drift_prob=args.drift_prob, seed=args.seed,
+                             templates=args.templates, split=args.split, storage=args.storage)
+    print(json.dumps(summary.as_dict(), indent=2))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    settings = TrainSettings.from_config(
+        learning_config(cfg).pretrain, epochs=args.epochs, batch_size=args.batch_size,
+        heldout_fraction=args.heldout_fraction, seed=args.seed, cache_dir=args.cache_dir,
+        device=args.device, skip_bad=args.skip_bad, resume=args.resume,
+        stop_after_epochs=args.stop_after_epochs, plot=args.plot, progress=not args.no_progress)
+    topic_map = TopicMap.load(args.topic_map) if args.topic_map else None
+    result = run_pretrain(cfg, args.bags, args.out, settings, topic_map)
+    if result.checkpoint is not None:
+        held = result.report["heldout"]
+        print(json.dumps({"checkpoint": str(result.checkpoint),
+                          "report": str(Path(args.out) / "pretrain_report.json"),
+                          **{k: held.get(k) for k in ("action_accuracy", "constraint_auroc",
+                                                      "constraint_ece")}}, indent=2))
+    elif not result.finished:
+        log.info("stopped after epoch %d of %d; continue with --resume",
+                 result.report["epochs_done"], settings.epochs)
+    return 0 if result.finished else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the safari_pretrain console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _demos(args) if args.command == "demos" else _train(args)
+    except (BagError, ConfigError, BackboneError, FileNotFoundError, FileExistsError) as exc:
+        print(f"safari_pretrain {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

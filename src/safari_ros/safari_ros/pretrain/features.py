@@ -1,0 +1,301 @@
+"""Frozen-prefix features of bag steps, computed once and cached on disk.
+
+Pre-training runs only layers k..L plus the heads, so the layer-k tokens of every camera frame
+(and the small non-image parts of the state) are computed once per bag and kept in a safetensors
+file under the cache directory. The file name is a sha256 over everything the features depend on:
+the backbone (backbone_id = architecture + weights hash or random seed), the split layer k, the
+image preprocessing (size, mean, std), the depth grid and joint count, the bag's bytes, the topic
+map and skip_bad. Change any of them and the cache misses; nothing else can make it stale.
+Tokens and instruction embeddings are stored as float16 (as the replay buffer does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from safari_ros.bags import BagError, Episode, ReadReport, Step, TopicMap, read_episodes
+from safari_ros.core import SafariModel, StateBatch, TransitionBatch, pool_depth, proprio_vector
+from safari_ros.robot.kinematics import tcp_pose
+
+__all__ = [
+    "CacheStats",
+    "FeatureSet",
+    "bag_sha256",
+    "default_cache_dir",
+    "feature_key",
+    "load_bag_features",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "safari-pretrain-features/1"  # bump when what is stored (or how) changes
+IMAGE_BATCH = 64  # frames per prefix forward pass
+_HALF = ("tokens", "instruction")
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/safari_ros/features (~/.cache/... when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "safari_ros" / "features"
+
+
+@dataclass
+class FeatureSet:
+    """Per-step features of one or more bags, as tensors with the step on dimension 0.
+
+    `success` is the episode's outcome; `episode` a global episode number (unique across bags).
+    """
+
+    tokens: torch.Tensor  # (S, N, D) float16 layer-k tokens
+    depth: torch.Tensor  # (S, G) float32
+    proprio: torch.Tensor  # (S, P) float32
+    instruction: torch.Tensor  # (S, E) float16
+    action: torch.Tensor  # (S,) int64 executed action
+    proposed: torch.Tensor  # (S,) int64 the policy's/oracle's choice (= action when unknown)
+    reward: torch.Tensor  # (S,) float32
+    cost: torch.Tensor  # (S,) float32
+    done: torch.Tensor  # (S,) float32
+    success: torch.Tensor  # (S,) float32 1 for steps of successful episodes
+    episode: torch.Tensor  # (S,) int64
+
+    def __len__(self) -> int:
+        return int(self.action.shape[0])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Field name -> tensor."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def subset(self, index: torch.Tensor | np.ndarray) -> FeatureSet:
+        """The steps at `index`."""
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return FeatureSet(**{k: v[idx] for k, v in self.tensors().items()})
+
+    @classmethod
+    def concat(cls, parts: list[FeatureSet]) -> FeatureSet:
+        """Steps of several sets in order; episode numbers are offset to stay unique."""
+        if not parts:
+            raise ValueError("no features to concatenate")
+        offset, shifted = 0, []
+        for p in parts:
+            shifted.append(dataclasses.replace(p, episode=p.episode + offset))
+            offset += int(p.episode.max()) + 1 if len(p) else 0
+        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in shifted])
+                      for f in dataclasses.fields(cls)})
+
+    def batch(self, index: torch.Tensor | None = None,
+              device: torch.device | str = "cpu") -> TransitionBatch:
+        """A TransitionBatch for `pretrain_loss` (all steps when index is None).
+
+        The BC weight (`success`) is 1 only on expert steps of successful episodes: steps where
+        the executed action is the proposed one, so neither the demos' random perturbations nor
+        the shield's interventions are cloned. Pre-training does not look at s', so next_state
+        is s itself (no copy).
+        """
+        fs = self if index is None else self.subset(index)
+        state = StateBatch(fs.tokens, fs.depth, fs.proprio, fs.instruction)
+        expert = (fs.action == fs.proposed).float()
+        return TransitionBatch(
+            state=state, action=fs.action, reward=fs.reward, cost=fs.cost, next_state=state,
+            done=fs.done, success=fs.success * expert,
+            behaviour_prob=torch.ones(len(fs)),
+        ).to(device)
+
+
+@dataclass
+class CacheStats:
+    """Which bags the cache answered, which were computed, and how many steps were computed."""
+
+    hits: list[str] = field(default_factory=list)
+    misses: list[str] = field(default_factory=list)
+    steps_computed: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+def bag_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """sha256 over a bag's files (names relative to the bag, then bytes), in sorted order."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(str(p.relative_to(root) if root.is_dir() else p.name).encode() + b"\0")
+        with open(p, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+def feature_key(model: SafariModel, bag: str | os.PathLike[str], topic_map: TopicMap,
+                skip_bad: bool) -> tuple[str, dict[str, Any]]:
+    """(cache key, the inputs it hashes) of a bag's features under `model`."""
+    bb, heads = model.backbone, model.hp.heads
+    inputs = {
+        "format": FORMAT,
+        "backbone_id": model.backbone_id,
+        "split_layer_k": model.split_layer_k,
+        "preprocess": {"image_size": bb.image_size, "mean": list(bb.image_mean),
+                       "std": list(bb.image_std), "dtype": "float16"},
+        "depth_grid": list(heads.depth_grid),
+        "n_joints": heads.n_joints,
+        "bag_sha256": bag_sha256(bag),
+        "topic_map": json.loads(json.dumps(dataclasses.asdict(topic_map), default=sorted)),
+        "skip_bad": bool(skip_bad),
+    }
+    text = json.dumps(inputs, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest(), inputs
+
+
+def _proprio(step: Step, n_joints: int) -> np.ndarray:
+    """Joint positions, velocities and the TCP position (forward kinematics of the 7 arm joints:
+    bags carry joint states, not the end-effector)."""
+    q = step.joint_positions
+    velocity = step.joint_velocities if step.joint_velocities.size else np.zeros_like(q)
+    return proprio_vector(q, velocity, tcp_pose(q[:7])[0], n_joints)
+
+
+def _non_image(model: SafariModel, episodes: list[Episode], report: ReadReport,
+               skip_bad: bool) -> tuple[list[Step], dict[str, np.ndarray]]:
+    """The usable steps and their depth/proprio/label arrays; a step whose joints do not fit the
+    configured proprioception is a bad-input error (raised, or counted with skip_bad)."""
+    heads = model.hp.heads
+    no_depth = np.zeros(heads.depth_grid, np.float32)  # pools to max range: "no return"
+    steps, rows = [], []
+    for e_index, episode in enumerate(episodes):
+        success = float(episode.success)
+        for step in episode.steps:
+            try:
+                proprio = _proprio(step, heads.n_joints)
+            except (ValueError, IndexError) as exc:
+                error = BagError(f"joint state does not fit the proprioception: {exc}",
+                                 bag=episode.source, stamp_ns=step.stamp_ns)
+                if not skip_bad:
+                    raise error from exc
+                report.skip(error)
+                continue
+            depth = pool_depth(step.depth if step.depth is not None else no_depth,
+                               heads.depth_grid)
+            action = int(step.action)  # read_episodes keeps only steps with an action
+            proposed = action if step.proposed_action is None else int(step.proposed_action)
+            steps.append(step)
+            rows.append((depth, proprio, action, proposed, step.reward or 0.0, step.cost or 0.0,
+                         float(step.done), success, e_index))
+    cols = list(zip(*rows, strict=True)) if rows else [[]] * 9
+    names = ("depth", "proprio", "action", "proposed", "reward", "cost", "done", "success",
+             "episode")
+    dtypes = (np.float32, np.float32, np.int64, np.int64, np.float32, np.float32, np.float32,
+              np.float32, np.int64)
+    arrays = {n: np.asarray(c, dtype=d) for n, c, d in zip(names, cols, dtypes, strict=True)}
+    if not rows:  # keep the feature dimensions of an empty bag
+        arrays["depth"] = arrays["depth"].reshape(0, heads.depth_dim)
+        arrays["proprio"] = arrays["proprio"].reshape(0, heads.proprio_dim)
+    return steps, arrays
+
+
+@torch.no_grad()
+def compute_bag_features(model: SafariModel, bag: str | os.PathLike[str], topic_map: TopicMap,
+                         *, skip_bad: bool, report: ReadReport) -> FeatureSet:
+    """Read a bag and run the frozen prefix on its frames (no cache)."""
+    episodes = read_episodes(bag, topic_map, skip_bad=skip_bad, report=report)
+    steps, arrays = _non_image(model, episodes, report, skip_bad)
+    bb = model.backbone
+    chunks = [torch.zeros(0, bb.num_tokens, bb.width, dtype=torch.float16)]
+    for start in range(0, len(steps), IMAGE_BATCH):
+        rgb = np.stack([s.rgb for s in steps[start:start + IMAGE_BATCH]])
+        chunks.append(model.prefix(bb.preprocess(rgb)).to("cpu", torch.float16))
+    tokens = torch.cat(chunks)
+    texts = [s.instruction for s in steps]
+    instruction = (model.encode_instruction(texts).to("cpu", torch.float16) if texts
+                   else torch.zeros(0, bb.embed_dim, dtype=torch.float16))
+    return FeatureSet(tokens=tokens, instruction=instruction,
+                      **{k: torch.from_numpy(v) for k, v in arrays.items()})
+
+
+def _read_cache(path: Path) -> tuple[FeatureSet, dict[str, Any]] | None:
+    """A cached FeatureSet and its read report, or None when the file is absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        return FeatureSet(**tensors), json.loads(meta.get("report", "{}"))
+    except (OSError, SafetensorError, TypeError, ValueError) as exc:
+        log.warning("feature cache %s unreadable (%s); recomputing", path, exc)
+        return None
+
+
+def _write_cache(path: Path, features: FeatureSet, inputs: dict[str, Any],
+                 report: ReadReport) -> None:
+    """Atomically write features + what they were computed from + what the read skipped."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"inputs": json.dumps(inputs), "report": json.dumps(
+        {"skipped": dict(report.skipped), "problems": report.problems})}
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in features.tensors().items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_bag_features(
+    model: SafariModel,
+    bags: list[str | os.PathLike[str]],
+    topic_map: TopicMap,
+    *,
+    cache_dir: str | os.PathLike[str],
+    skip_bad: bool = False,
+    report: ReadReport | None = None,
+    compute: bool = True,
+) -> tuple[FeatureSet, CacheStats]:
+    """Features of all `bags` (concatenated), from the cache where possible.
+
+    A miss reads the bag (read_episodes, skip_bad passed through) and runs the prefix, then
+    writes the cache. On a hit the bag is not read; what the original read skipped is added to
+    `report` from the cache file, so the counts do not depend on the cache. compute=False
+    raises on a miss (DDP ranks other than 0 only read what rank 0 wrote).
+    """
+    report = report if report is not None else ReadReport()
+    stats, parts = CacheStats(), []
+    for bag in bags:
+        key, inputs = feature_key(model, bag, topic_map, skip_bad)
+        path = Path(cache_dir) / f"{key}.safetensors"
+        cached = _read_cache(path)
+        if cached is not None:
+            features, saved = cached
+            stats.hits.append(str(bag))
+            _merge(report, ReadReport(bags=[str(bag)], skipped=Counter(saved.get("skipped", {})),
+                                      problems=list(saved.get("problems", []))))
+        elif not compute:
+            raise FileNotFoundError(f"feature cache {path} for bag {bag} is missing")
+        else:
+            bag_report = ReadReport()
+            features = compute_bag_features(model, bag, topic_map, skip_bad=skip_bad,
+                                             report=bag_report)
+            _write_cache(path, features, inputs, bag_report)
+            _merge(report, bag_report)
+            stats.misses.append(str(bag))
+            stats.steps_computed += len(features)
+        stats.files.append(str(path))
+        parts.append(features)
+    features = FeatureSet.concat(parts)
+    report.steps = len(features)
+    report.episodes = int(torch.unique(features.episode).numel())
+    return features, stats
+
+
+def _merge(into: ReadReport, part: ReadReport) -> None:
+    into.bags.extend(part.bags)
+    into.messages += part.messages
+    into.skipped.update(part.skipped)
+    room = into.MAX_PROBLEMS - len(into.problems)
+    into.problems.extend(part.problems[: max(room, 0)])

@@ -1,0 +1,1 @@
+"""Safety: the shield's decision rule on predicted motion (ROS-free)."""

@@ -1,0 +1,277 @@
+"""The main job: the tabletop stack learning online in the simulator, then a report.
+
+First, unless a checkpoint is given, it pre-trains the adapters offline from oracle
+demonstrations recorded as a rosbag2 MCAP bag (safari_pretrain demos + train), as a robot would
+pre-train from its logs before the arm moves. Then it starts the node graph of the config (sim,
+perception, policy, shield, learner) as separate processes, switches the shield to `learn`, runs
+episodes through the RunEpisode action, prints one line per episode and writes
+run_dir/report.json and run_dir/learning_curves.png.
+
+    safari_tabletop [--episodes N] [--pretrain-episodes N] [--config PATH] [--run-dir DIR]
+                    [name:=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from safari_ros.bringup import Supervisor, interrupt_on_signals, parse_launch_args
+from safari_ros.config import load_config
+from safari_ros.graph import node_specs
+from safari_ros.pretrain import cli as pretrain_cli
+from safari_ros.report import write_report
+
+log = logging.getLogger("safari_tabletop")
+
+
+class StackClient:
+    """The operator's side: mode changes, episodes, learner status (an rclpy node)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        import rclpy
+        from rclpy.action import ActionClient
+        from rclpy.node import Node
+        from rclpy.signals import SignalHandlerOptions
+
+        from safari_msgs.action import RunEpisode
+        from safari_msgs.msg import Feedback, LearnerStatus
+        from safari_msgs.srv import SetMode
+
+        self.rclpy, self.RunEpisode, self.SetMode = rclpy, RunEpisode, SetMode
+        # rclpy's handler would shut the context down under us; main() handles the signals
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+        self.node = Node("safari_tabletop")
+        self.status: Any = None
+        self.cost_sources: dict[int, Counter[str]] = defaultdict(Counter)  # by episode id
+        self.last_episode = 0
+        self.node.create_subscription(Feedback, cfg["topics"]["feedback"], self._on_feedback, 50)
+        self.node.create_subscription(LearnerStatus, cfg["topics"]["learner_status"],
+                                      self._on_status, 10)
+        self.set_mode_client = self.node.create_client(SetMode, "/safari/set_mode")
+        self.episodes = ActionClient(self.node, RunEpisode, "/safari/run_episode")
+
+    def _on_status(self, msg: Any) -> None:
+        self.status = msg
+
+    def _on_feedback(self, msg: Any) -> None:
+        self.last_episode = max(self.last_episode, int(msg.episode_id))
+        self.cost_sources[msg.episode_id].update(
+            name for name, active in zip(msg.cost_sources, msg.cost_active, strict=False)
+            if active)
+
+    def wait_ready(self, timeout_s: float, alive: Any) -> None:
+        """Until the shield, the simulator and the learner answer (or a node dies)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            alive()
+            if (self.set_mode_client.service_is_ready() and self.episodes.server_is_ready()
+                    and self.status is not None):
+                return
+            self.rclpy.spin_once(self.node, timeout_sec=0.2)
+        raise TimeoutError(f"the stack did not come up within {timeout_s:.0f} s")
+
+    def call(self, future: Any, timeout_s: float, alive: Any) -> Any:
+        """Spin until a future completes; raises if a node dies or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while not future.done():
+            alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError("no answer from the stack")
+            self.rclpy.spin_once(self.node, timeout_sec=0.1)
+        return future.result()
+
+    def spin_for(self, seconds: float) -> None:
+        """Process callbacks for a while."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def set_mode(self, mode: int, alive: Any) -> None:
+        """SetMode on the shield."""
+        self.call(self.set_mode_client.call_async(self.SetMode.Request(mode=mode)), 10, alive)
+
+    def run_episode(self, alive: Any, timeout_s: float = 600) -> Any:
+        """One learning episode (the simulator samples the task)."""
+        handle = self.call(self.episodes.send_goal_async(self.RunEpisode.Goal(learn=True)), 30,
+                           alive)
+        if not handle.accepted:
+            raise RuntimeError("RunEpisode goal rejected")
+        return self.call(handle.get_result_async(), timeout_s, alive).result
+
+    def close(self) -> None:
+        """Leave the graph."""
+        self.node.destroy_node()
+        self.rclpy.try_shutdown()
+
+
+PREVIOUS_RUN_ITEMS = ("replay", "checkpoints", "logs", "report.json", "learning_curves.png")
+
+
+def set_aside_previous_run(run_dir: Path) -> Path | None:
+    """Move an earlier run's replay, checkpoints, logs and report under
+    run_dir/previous/<time>/, so that this run learns from its own experience only (the
+    learner node restores whatever replay it finds) and nothing is deleted. Returns the folder,
+    or None when there was nothing to move."""
+    present = [run_dir / name for name in PREVIOUS_RUN_ITEMS if (run_dir / name).exists()]
+    if not present:
+        return None
+    target = run_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
+    while target.exists():  # two runs within a second
+        target = target.with_name(target.name + "_")
+    target.mkdir(parents=True)
+    for item in present:
+        item.rename(target / item.name)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stack for N learning episodes and write the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None, help="config YAML (default: tabletop.yaml)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="learning episodes (default: run.episodes in the config)")
+    parser.add_argument("--pretrain-episodes", type=int, default=None,
+                        help="oracle demonstrations per task template for offline pre-training "
+                             "(default: run.pretrain_episodes_per_template; 0: none)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="output folder (default: the run_dir launch argument)")
+    parser.add_argument("--keep-replay", action="store_true",
+                        help="let the learner restore the replay of earlier runs in the run "
+                             "directory (default: they are moved to <run-dir>/previous/)")
+    parser.add_argument("arguments", nargs="*", help="launch arguments, name:=value")
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    cfg = load_config(ns.config)
+    given = parse_launch_args(ns.arguments)
+    if ns.run_dir is not None:
+        given["run_dir"] = str(ns.run_dir)
+    given.setdefault("use_sim", "true")
+    run_dir = Path(given.get("run_dir", cfg["launch_arguments"]["run_dir"]["default"]))
+    run_cfg = cfg.get("run", {})
+    episodes = ns.episodes or int(run_cfg.get("episodes", 30))
+    demos = (ns.pretrain_episodes if ns.pretrain_episodes is not None
+             else int(run_cfg.get("pretrain_episodes_per_template", 0)))
+    pretrain_meta: dict[str, Any] = {}
+    if demos > 0 and not given.get("checkpoint"):
+        given["checkpoint"], pretrain_meta = pretrain(cfg, run_dir / "pretrain", demos,
+                                                      int(run_cfg.get("pretrain_epochs", 10)))
+    if not ns.keep_replay:
+        moved = set_aside_previous_run(run_dir)
+        if moved is not None:
+            log.info("the previous run's replay, checkpoints and report are now in %s", moved)
+    specs = node_specs(cfg, given)
+    sup = Supervisor(specs, run_dir, log_dir=run_dir / "logs")
+
+    def alive() -> None:
+        dead = sup.dead()
+        if dead:
+            raise RuntimeError(f"node(s) exited: {dead}; logs in {run_dir / 'logs'}")
+
+    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
+    client = None
+    code = 0
+    interrupt_on_signals()  # Ctrl-C or kill: stop the stack and write the report so far
+    try:
+        sup.start()
+        client = StackClient(cfg)
+        log.info("waiting for the stack (node logs in %s)", run_dir / "logs")
+        client.wait_ready(float(cfg.get("run", {}).get("startup_timeout_s", 300)), alive)
+        client.set_mode(client.SetMode.Request.LEARN, alive)
+        violations = 0
+        for episode in range(1, episodes + 1):
+            result = client.run_episode(alive)
+            client.spin_for(0.3)  # let the learner's status catch up with the episode
+            status = client.status
+            violations += round(result.episode_cost)
+            rows.append({
+                "episode": episode, "success": bool(result.success),
+                "return": float(result.episode_return), "cost": float(result.episode_cost),
+                "steps": int(result.steps), "interventions": int(result.interventions),
+                "cumulative_violations": violations,
+                "lagrange_multiplier": float(status.lagrange_multiplier),
+                "updates": int(status.updates), "adapter_version": int(status.adapter_version),
+                "policy_entropy": round(float(status.policy_entropy), 3),
+                "entropy_coef": round(float(status.entropy_coef), 4),
+                "wall_s": round(time.monotonic() - started, 2),
+                # Steps of this episode on which each cost source fired.
+                "cost_sources": dict(client.cost_sources[client.last_episode]),
+            })
+            rate = sum(r["success"] for r in rows[-10:]) / len(rows[-10:])
+            print(f"episode {episode:4d}/{episodes}  success(10) {rate:4.2f}  return "
+                  f"{result.episode_return:7.3f}  cost {result.episode_cost:4.0f}  lambda "
+                  f"{status.lagrange_multiplier:6.3f}  interventions {result.interventions:3d}  "
+                  f"updates {status.updates:5d}  entropy {status.policy_entropy:4.2f}  "
+                  f"adapters v{status.adapter_version}"
+                  + (f"  costs {rows[-1]['cost_sources']}" if rows[-1]["cost_sources"] else ""),
+                  flush=True)
+        client.set_mode(client.SetMode.Request.IDLE, alive)
+    except KeyboardInterrupt:
+        log.warning("interrupted: stopping the stack and writing what there is")
+        code = 130
+    except (RuntimeError, TimeoutError) as exc:
+        log.error("%s", exc)
+        code = 1
+    finally:
+        if client is not None:
+            client.close()
+        sup.stop()
+    meta = {"config": cfg["_path"], "launch_arguments": given, "pretrain": pretrain_meta,
+            "backbone": f"{cfg['learning']['backbone']['architecture']} "
+                        f"({cfg['learning']['backbone']['weights'] or 'random init'})",
+            "wall_s": round(time.monotonic() - started, 1)}
+    paths = write_report(rows, run_dir, meta)
+    print(f"report: {paths['json']}  curves: {paths['png']}")
+    return code
+
+
+def pretrain(cfg: dict[str, Any], folder: Path, episodes_per_template: int,
+             epochs: int) -> tuple[str, dict[str, Any]]:
+    """Oracle demonstrations -> bag -> offline pre-training; returns (checkpoint, its report).
+
+    Both are reused by the next run unless what made them changed (the config sections they
+    depend on, their sizes or the package version): a stale bag or checkpoint is redone."""
+    import hashlib
+    import json
+    import shutil
+
+    import safari_ros
+
+    made_of = {k: cfg[k] for k in ("actions", "safety", "sim", "learning")}
+    made_of.update(episodes=episodes_per_template, epochs=epochs, version=safari_ros.__version__)
+    fingerprint = hashlib.sha256(
+        json.dumps(made_of, sort_keys=True, default=str).encode()).hexdigest()
+    stamp = folder / "fingerprint"
+    if folder.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
+        log.info("%s was made by another config or version: recording and training again", folder)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint + "\n")
+    bag = folder / "demos"
+    checkpoint = folder / "train" / "adapters.safetensors"
+    common = ["--config", cfg["_path"]]
+    if not bag.exists():
+        log.info("recording %d oracle demonstrations per template to %s", episodes_per_template,
+                 bag)
+        if pretrain_cli.main(["demos", *common, "--out", str(bag),
+                              "--episodes-per-template", str(episodes_per_template)]):
+            raise SystemExit("recording the demonstrations failed")
+    if not checkpoint.exists():
+        log.info("offline pre-training (%d epochs) on %s", epochs, bag)
+        if pretrain_cli.main(["train", *common, str(bag), "--out", str(checkpoint.parent),
+                              "--epochs", str(epochs), "--plot", "--resume"]):
+            raise SystemExit("offline pre-training failed")
+    report = checkpoint.parent / "pretrain_report.json"
+    summary = json.loads(report.read_text()) if report.exists() else {}
+    return str(checkpoint.resolve()), {"checkpoint": str(checkpoint),
+                                       "heldout": summary.get("heldout", summary)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""SCAPO: frozen backbone, Lagrange multiplier, KL trust region, CQL, constrained bandit, shield."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from core_helpers import make_tiny_model, random_batch, random_states, tiny_hp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from safari_ros.config import ActionSpec
+from safari_ros.core.batch import StateBatch, TransitionBatch
+from safari_ros.core.losses import kl_divergence
+from safari_ros.core.scapo import (
+    LagrangeMultiplier,
+    ScapoLearner,
+    discounted_cost_limit,
+    resolve_delta,
+    shield_action,
+)
+
+
+def test_backbone_is_bit_identical_after_updates(tiny_model):
+    before = {n: p.detach().clone() for n, p in tiny_model.backbone.named_parameters()}
+    heads_before = {n: p.detach().clone() for n, p in tiny_model.trainable_named_parameters()}
+    learner = ScapoLearner(tiny_model, tiny_model.hp.scapo)
+    for i in range(3):
+        metrics = learner.update(random_batch(tiny_model, 8, seed=i))
+    assert all(math.isfinite(v) for v in metrics.values())
+    for n, p in tiny_model.backbone.named_parameters():
+        assert torch.equal(p, before[n]), f"backbone parameter {n} changed"
+        assert p.grad is None
+    changed = [
+        n for n, p in tiny_model.trainable_named_parameters() if not torch.equal(p, heads_before[n])
+    ]
+    assert any(n.startswith("heads.reward_critic") for n in changed)
+    assert any(n.startswith("adapters.") for n in changed)  # policy steps moved the adapters
+
+
+def test_delta_from_episode_limit_when_null():
+    hp = tiny_hp(delta=None, cost_limit_episode=2.0, gamma=0.95, episode_steps=60)
+    assert resolve_delta(hp.scapo) == pytest.approx(discounted_cost_limit(2.0, 0.95, 60))
+    assert resolve_delta(tiny_hp(delta=0.3).scapo) == 0.3
+
+
+def test_lambda_rises_above_limit_then_falls_to_zero_and_stays():
+    lag = LagrangeMultiplier(init=0.0, eta=0.1, delta=0.5, lambda_max=100.0)
+    values = [lag.update(2.0) for _ in range(20)]  # J_c > delta: strictly rising
+    assert all(b > a for a, b in zip([0.0, *values], values, strict=False))
+    assert values[-1] == pytest.approx(20 * 0.1 * 1.5)
+    falling = [lag.update(0.1) for _ in range(200)]  # J_c < delta: falls, clipped at 0
+    assert falling[0] < values[-1]
+    first_zero = falling.index(0.0)
+    assert all(b <= a for a, b in itertools.pairwise(falling))
+    assert all(v == 0.0 for v in falling[first_zero:])
+    capped = LagrangeMultiplier(0.0, 10.0, 0.0, lambda_max=3.0)
+    assert [capped.update(1.0) for _ in range(3)] == [3.0, 3.0, 3.0]
+
+
+def test_learner_lambda_comes_from_measured_episode_costs():
+    model = make_tiny_model(tiny_hp(delta=1.0, eta_lambda=0.5, gamma=0.5, cost_window_episodes=2))
+    learner = ScapoLearner(model, model.hp.scapo)
+    # discounted costs: [1,1,1] -> 1.75, [0,0,0] -> 0
+    assert learner.record_episode([1, 1, 1]) == pytest.approx(0.5 * (1.75 - 1.0))
+    assert learner.record_episode([0, 0, 0]) == pytest.approx(0.375 + 0.5 * (0.875 - 1.0))
+    assert learner.costs.mean_episode_cost == pytest.approx(1.5)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    lr=st.sampled_from([3e-3, 3e-2, 3e-1]),
+    epsilon=st.sampled_from([1e-3, 1e-2]),
+)
+def test_every_accepted_policy_step_satisfies_the_kl_bound(seed, lr, epsilon):
+    model = make_tiny_model(tiny_hp(lr=lr, epsilon_kl=epsilon, kl_max_backoffs=4), seed=seed)
+    learner = ScapoLearner(model, model.hp.scapo)
+    learner.lagrange.value = float(seed % 5)
+    for i in range(3):
+        batch = random_batch(model, 16, seed=seed + i)
+        with torch.no_grad():
+            old = model.suffix_and_heads(batch.state).policy_log_probs
+        m = learner.update(batch)
+        with torch.no_grad():
+            new = model.suffix_and_heads(batch.state).policy_log_probs
+        kl = float(kl_divergence(new, old).mean())
+        if m["policy_step_accepted"]:
+            assert kl <= epsilon * (1 + 1e-4) + 1e-7, (kl, epsilon)
+            assert m["kl"] == pytest.approx(kl, rel=1e-3, abs=1e-7)
+        else:  # a dropped step leaves pi exactly as it was
+            assert kl == pytest.approx(0.0, abs=1e-7)
+
+
+def test_large_steps_are_backed_off_and_counted():
+    model = make_tiny_model(tiny_hp(lr=0.5, epsilon_kl=1e-4, kl_max_backoffs=3))
+    learner = ScapoLearner(model, model.hp.scapo)
+    learner.lagrange.value = 1.0
+    for i in range(3):
+        learner.update(random_batch(model, 16, seed=i))
+    assert learner.rejected_policy_steps > 0
+
+
+def _fit_critic(alpha: float, steps: int = 60) -> tuple[float, float]:
+    """Train only on logged action 0 (reward 1, terminal); Q(s, a) per action afterwards."""
+    model = make_tiny_model(
+        tiny_hp(alpha_cql=alpha, lr=3e-3, epsilon_kl=1e-9, kl_max_backoffs=0), seed=7
+    )
+    learner = ScapoLearner(model, model.hp.scapo)  # policy frozen by the tiny KL budget
+    gen = torch.Generator().manual_seed(0)
+    n = 32
+    states = random_states(model, n, gen)
+    batch = TransitionBatch(
+        states,
+        torch.zeros(n, dtype=torch.long),
+        torch.ones(n),
+        torch.zeros(n),
+        states,
+        torch.ones(n),
+        torch.ones(n),
+        torch.ones(n),
+    )
+    with torch.no_grad():
+        q0 = model.suffix_and_heads(states).q_reward
+    for _ in range(steps):
+        learner.update(batch)
+    with torch.no_grad():
+        q = model.suffix_and_heads(states).q_reward
+    logged = float(q[:, 0].mean())
+    absent = float(q[:, 1:].mean())
+    absent_change = absent - float(q0[:, 1:].mean())
+    return logged - absent, absent_change
+
+
+def test_cql_lowers_q_of_actions_absent_from_the_data():
+    gap_cql, change_cql = _fit_critic(alpha=1.0)
+    gap_plain, _ = _fit_critic(alpha=0.0)
+    print(f"Q(logged) - Q(absent): CQL {gap_cql:.3f}, no CQL {gap_plain:.3f}")
+    assert gap_cql > gap_plain + 0.3
+    assert change_cql < -0.1
+
+
+# --------------------------------------------------------------------- constrained bandit
+BANDIT_REWARD = np.array([1.0, 0.7, 0.3, 0.0])  # action 0 is the most rewarding ...
+BANDIT_COST = np.array([1.0, 0.0, 0.0, 0.0])  # ... and the only costly one
+
+
+def _run_bandit(constrained: bool, episodes: int = 250) -> tuple[int, float, np.ndarray]:
+    actions = [ActionSpec(i, f"a{i}", f"action number {i}") for i in range(4)]
+    hp = tiny_hp(
+        gamma=0.9,
+        delta=0.1,
+        eta_lambda=0.05,
+        lambda_max=10.0 if constrained else 0.0,
+        lr=3e-3,
+        epsilon_kl=0.05,
+        alpha_cql=0.1,
+        cost_window_episodes=10,
+        target_tau=0.05,
+    )
+    model = make_tiny_model(hp, actions, seed=0)
+    learner = ScapoLearner(model, model.hp.scapo)
+    gen = torch.Generator().manual_seed(1)
+    s = random_states(model, 1, gen)  # one fixed state: a bandit
+    rng = np.random.default_rng(0)
+    log_a, log_c, log_r = [], [], []
+    for _ in range(episodes):
+        with torch.no_grad():
+            probs = model.suffix_and_heads(s).policy_probs[0].double().numpy()
+        a = int(rng.choice(4, p=probs / probs.sum()))
+        log_a.append(a)
+        log_c.append(BANDIT_COST[a])
+        log_r.append(BANDIT_REWARD[a])
+        learner.record_episode([BANDIT_COST[a]])  # one-step episodes
+        idx = rng.integers(0, len(log_a), size=32)
+        rep = StateBatch(
+            *(t.expand(32, *t.shape[1:]) for t in (s.tokens, s.depth, s.proprio, s.instruction))
+        )
+        learner.update(
+            TransitionBatch(
+                rep,
+                torch.tensor(np.array(log_a)[idx]),
+                torch.tensor(np.array(log_r)[idx]),
+                torch.tensor(np.array(log_c)[idx]),
+                rep,
+                torch.ones(32),
+                torch.zeros(32),
+                torch.ones(32),
+            )
+        )
+    with torch.no_grad():
+        probs = model.suffix_and_heads(s).policy_probs[0].numpy()
+    return int(probs.argmax()), float(np.mean(log_c[-50:])), probs
+
+
+def test_constrained_bandit_scapo_respects_the_limit_unconstrained_does_not():
+    best_safe, cost_safe, p_safe = _run_bandit(constrained=True)
+    best_free, cost_free, p_free = _run_bandit(constrained=False)
+    print(
+        f"SCAPO pi={np.round(p_safe, 3)} cost={cost_safe:.2f}; "
+        f"lambda=0 pi={np.round(p_free, 3)} cost={cost_free:.2f}"
+    )
+    assert best_safe == 1, "SCAPO should settle on the best action within the cost limit"
+    assert cost_safe <= 0.25
+    assert best_free == 0, "unconstrained learning should pick the costly action"
+    assert cost_free >= 0.5
+
+
+# ------------------------------------------------------------------------------- shield
+def test_shield_action_rule():
+    c = [0.1, 0.6, 0.5, float("nan")]
+    assert shield_action(0, c, 0.5, backup=8).action == 0
+    r = shield_action(1, c, 0.5, backup=8)
+    assert (r.action, r.intervened) == (8, True) and r.reason.startswith("learned")
+    assert shield_action(2, c, 0.5, backup=8).action == 8  # C == tau_safe is not < tau_safe
+    assert shield_action(3, c, 0.5, backup=8).action == 8  # NaN fails closed
+    assert shield_action(7, c, 0.5, backup=8).action == 8  # unknown index fails closed
+    assert shield_action(0, [1.2], 0.5, backup=8).action == 8  # not a probability
+
+
+# --------------------------------------------------------------- shield punishment (refusals)
+def _learn_beside_refusals(refused: int | None, steps: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    """Every step the arm stopped (reward 0, cost 0), in the first case because the shield
+    refused action `refused` for a hard limit. Mean C(s, a) and pi(a | s) after learning."""
+    from safari_ros.core.replay import ReplayBuffer, Transition, refusal_transition
+
+    stop = 0
+    model = make_tiny_model(tiny_hp(alpha_cql=0.0, lr=3e-3, epsilon_kl=0.05), seed=3)
+    learner = ScapoLearner(model, model.hp.scapo)
+    states = random_states(model, 16, torch.Generator().manual_seed(0))
+    buffer = ReplayBuffer.from_config(model.hp.replay, model.backbone_id)
+    for i in range(16):
+        s = {f: getattr(states, f)[i].numpy() for f in ("tokens", "depth", "proprio",
+                                                           "instruction")}
+        executed = Transition(**s, **{f"next_{k}": v for k, v in s.items()}, action=stop,
+                              reward=0.0, cost=0.0, done=True)
+        buffer.add(executed)
+        if refused is not None:
+            punished = refusal_transition(executed, refused, behaviour_prob=0.5, penalty=1.0)
+            assert (punished.action, punished.reward, punished.cost) == (refused, -1.0, 1.0)
+            assert punished.tokens is executed.tokens and executed.action == stop
+            buffer.add(punished)
+    for _ in range(steps):
+        learner.update(buffer.sample(32))
+    with torch.no_grad():
+        out = model.suffix_and_heads(states)
+    return out.constraint.mean(0).numpy(), out.policy_probs.mean(0).numpy()
+
+
+def test_refused_proposals_are_learned_as_costly_and_proposed_less():
+    c_without, pi_without = _learn_beside_refusals(None)
+    favourite = int(np.argmax(pi_without[1:])) + 1  # what this policy would propose (not stop)
+    c_with, pi_with = _learn_beside_refusals(favourite)
+    print(f"refused {favourite}: C {c_with[favourite]:.3f} vs {c_without[favourite]:.3f}; "
+          f"pi {pi_with[favourite]:.3f} vs {pi_without[favourite]:.3f}")
+    assert c_with[favourite] > 0.7 and c_with[favourite] > c_without[favourite] + 0.3
+    assert pi_without[favourite] > 0.2 and pi_with[favourite] < 0.5 * pi_without[favourite]
+
+
+def test_refusal_penalty_must_be_positive():
+    from safari_ros.core.replay import refusal_transition
+
+    with pytest.raises(ValueError, match="penalty"):
+        refusal_transition(None, 1, 0.5, penalty=0.0)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ entropy bonus (collapse)
+def _mean_entropy(model, states: StateBatch) -> float:
+    with torch.no_grad():
+        log_pi = model.suffix_and_heads(states).policy_log_probs
+    return float(-(log_pi.exp() * log_pi).sum(1).mean())
+
+
+def _entropy_after_learning_from_one_action(target: float | None, steps: int = 80) -> float:
+    """Every logged step took action 0 with the same reward as any other would get: CQL then
+    ranks action 0 first and a plain policy step follows it. Mean H(pi) afterwards, nats."""
+    model = make_tiny_model(tiny_hp(alpha_cql=1.0, lr=3e-3, epsilon_kl=0.05, entropy_coef=0.0,
+                                    eta_entropy=0.05, entropy_target=target), seed=5)
+    learner = ScapoLearner(model, model.hp.scapo)
+    n = 32
+    states = random_states(model, n, torch.Generator().manual_seed(0))
+    zeros = torch.zeros(n)
+    batch = TransitionBatch(states, torch.zeros(n, dtype=torch.long), zeros, zeros, states,
+                            torch.ones(n), zeros, torch.ones(n))
+    for _ in range(steps):
+        h_before = _mean_entropy(model, states)
+        metrics = learner.update(batch)
+        if target is not None:  # no accepted step takes H below min(H before, the target)
+            assert _mean_entropy(model, states) >= min(h_before, learner.entropy_target) - 1e-5
+    h = _mean_entropy(model, states)
+    if target is None:
+        assert metrics["entropy_coef"] == 0.0  # no target: alpha stays at its start value
+    return h
+
+
+def test_entropy_floor_keeps_the_policy_from_collapsing_onto_the_logged_action():
+    collapsed = _entropy_after_learning_from_one_action(None)
+    kept = _entropy_after_learning_from_one_action(0.5)
+    floor = 0.5 * math.log(10)
+    print(f"H(pi) after 80 updates: {collapsed:.3f} without a target, {kept:.3f} with a target "
+          f"of {floor:.3f}")
+    assert collapsed < 0.3
+    assert kept > 0.8 * floor
+
+
+def test_entropy_temperature_rises_below_the_target_and_falls_to_zero_above_it():
+    model = make_tiny_model(tiny_hp(entropy_coef=0.0, entropy_target=0.5, eta_entropy=0.1))
+    fixed = ScapoLearner(model, tiny_hp(entropy_target=None, entropy_coef=0.3).scapo)
+    assert fixed.entropy_temperature.update(-5.0) == 0.3  # no target: alpha stays as set
+    learner = ScapoLearner(model, model.hp.scapo)
+    target = 0.5 * math.log(10)
+    assert learner.entropy_target == pytest.approx(target)
+    alpha = learner.entropy_temperature
+    assert alpha.update(-(target - 1.0)) == pytest.approx(0.1)  # H one nat short: alpha up
+    assert alpha.update(-(target + 2.0)) == 0.0  # well above the target: back down, clipped
+
+
+def test_entropy_settings_are_checked():
+    with pytest.raises(ValueError, match="entropy_coef"):
+        tiny_hp(entropy_coef=-0.1)
+    with pytest.raises(ValueError, match="entropy_coef_max"):
+        tiny_hp(entropy_coef_max=-1.0)
+    with pytest.raises(ValueError, match="entropy_target"):
+        tiny_hp(entropy_target=1.5)

@@ -1,0 +1,128 @@
+"""Pre-training on oracle demonstrations: learning, the feature cache, determinism, resume and
+bad input, through the safari_pretrain command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import MODEL_CONFIGS
+from safetensors.torch import load_file
+
+from safari_ros.bags import CorruptBag, TopicMap
+from safari_ros.config import load_config
+from safari_ros.core import build_model, load_checkpoint, validate_checkpoint
+from safari_ros.pretrain import TrainSettings, load_bag_features, run_pretrain
+from safari_ros.pretrain.cli import main
+
+
+def train(config_path, bags, out, cache, *extra):
+    """Run `safari_pretrain train` in this process; returns (exit status, report or None)."""
+    status = main(["train", *map(str, bags), "--config", str(config_path), "--model-config-dir",
+                   str(MODEL_CONFIGS), "--out", str(out), "--cache-dir", str(cache),
+                   "--batch-size", "32", "--heldout-fraction", "0.25", "--no-progress",
+                   *map(str, extra)])
+    report = out / "pretrain_report.json"
+    return status, json.loads(report.read_text()) if report.exists() else None
+
+
+def weights(run_dir):
+    return load_file(str(run_dir / "adapters.safetensors"))
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pretraining_learns_actions_and_costs(config_path, demo_bag, tmp_path):
+    # a higher learning rate than the config's 3e-4: a few hundred updates on a small data set
+    status, report = train(config_path, [demo_bag], tmp_path / "run", tmp_path / "cache",
+                           "--epochs", "30", "--plot", "--set", "learning.pretrain.lr=0.001")
+    assert status == 0
+    held = report["heldout"]
+    assert held["action_accuracy"] > 3 * held["chance_accuracy"]  # 10 actions: chance 0.1
+    assert held["constraint_auroc"] > 0.8
+    assert 0.0 <= held["constraint_ece"] < 0.2
+    assert held["costly_steps"] >= 10 and report["data"]["heldout_episodes"] == 9
+    assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 0
+    history = report["history"]
+    assert history[-1]["train"]["loss"] < history[0]["train"]["loss"]
+    # what the policy node does with it: validate, then load
+    model = build_model(load_config(config_path))
+    ckpt = tmp_path / "run" / "adapters.safetensors"
+    info = validate_checkpoint(ckpt, model)
+    assert info.sha256 == report["checkpoint"]["sha256"]
+    load_checkpoint(ckpt, model)
+
+
+def test_feature_cache_is_reused_and_identical(config_path, demo_bag, tmp_path):
+    cache = tmp_path / "cache"
+    _, first = train(config_path, [demo_bag], tmp_path / "a", cache, "--epochs", "1")
+    _, second = train(config_path, [demo_bag], tmp_path / "b", cache, "--epochs", "1")
+    assert first["feature_cache"]["misses"] == [str(demo_bag)]
+    assert first["feature_cache"]["steps_computed"] == first["data"]["steps"] > 0
+    assert second["feature_cache"]["hits"] == [str(demo_bag)]
+    assert second["feature_cache"]["steps_computed"] == 0
+    assert first["feature_cache"]["files"] == second["feature_cache"]["files"]
+
+    model = build_model(load_config(config_path))
+    fresh, stats = load_bag_features(model, [demo_bag], TopicMap.load(),
+                                     cache_dir=tmp_path / "other")
+    cached, hit = load_bag_features(model, [demo_bag], TopicMap.load(), cache_dir=cache)
+    assert stats.misses and hit.hits and not hit.misses
+    assert cached.tokens.dtype == torch.float16
+    for name, tensor in fresh.tensors().items():
+        assert torch.equal(tensor, getattr(cached, name)), name
+    # a different preprocessing setting is a different key: no stale hit
+    _, other = load_bag_features(model, [demo_bag], TopicMap.load(), cache_dir=cache,
+                                 skip_bad=True)
+    assert other.misses == [str(demo_bag)]
+
+
+def test_same_seed_same_weights_and_resume_continues_exactly(config_path, demo_bag, tmp_path):
+    cache = tmp_path / "cache"
+    args = ("--epochs", "3", "--seed", "5")
+    assert train(config_path, [demo_bag], tmp_path / "a", cache, *args)[0] == 0
+    assert train(config_path, [demo_bag], tmp_path / "b", cache, *args)[0] == 0
+    assert same(weights(tmp_path / "a"), weights(tmp_path / "b"))
+
+    status, _ = train(config_path, [demo_bag], tmp_path / "c", cache, *args,
+                      "--stop-after-epochs", "1")
+    assert status == 1 and not (tmp_path / "c" / "adapters.safetensors").exists()
+    assert (tmp_path / "c" / "pretrain_state.pt").exists()
+    status, report = train(config_path, [demo_bag], tmp_path / "c", cache, *args, "--resume")
+    assert status == 0 and report["resumed_from_epoch"] == 1
+    assert same(weights(tmp_path / "a"), weights(tmp_path / "c"))
+
+    train(config_path, [demo_bag], tmp_path / "d", cache, "--epochs", "3", "--seed", "6")
+    assert not same(weights(tmp_path / "a"), weights(tmp_path / "d"))
+
+
+def cut_bag(src, dst, keep_share):
+    """A copy of the bag whose .mcap file ends early (a crashed recorder)."""
+    shutil.copytree(src, dst)
+    mcap = next(dst.glob("*.mcap"))
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[: int(len(data) * keep_share)])
+    return dst
+
+
+def test_truncated_bag_is_named_or_skipped(config_path, demo_bag, tmp_path, capsys):
+    bad = cut_bag(demo_bag, tmp_path / "cut", 0.5)
+    status, _ = train(config_path, [bad], tmp_path / "strict", tmp_path / "cache",
+                      "--epochs", "1")
+    assert status == 2
+    assert str(bad) in capsys.readouterr().err
+
+    status, report = train(config_path, [bad], tmp_path / "lenient", tmp_path / "cache",
+                           "--epochs", "1", "--skip-bad")
+    assert status == 0
+    assert report["data"]["skipped"]["truncated"] == 1
+    assert report["data"]["skipped"]["lost_messages"] > 0
+    assert 0 < report["data"]["steps"] < 941 * 0.6
+
+    with pytest.raises(CorruptBag, match=str(bad)):
+        run_pretrain(load_config(config_path), [bad], tmp_path / "api",
+                     TrainSettings(epochs=1, cache_dir=tmp_path / "cache2", progress=False))
