@@ -11,11 +11,13 @@ from safetensors.torch import save_file
 from safari_ros.config import ActionSpec
 from safari_ros.core.checkpoint import (
     CheckpointError,
+    latest_checkpoint_version,
     load_checkpoint,
     nan_free,
     save_checkpoint,
     sidecar_path,
     validate_checkpoint,
+    versioned_checkpoint_path,
 )
 from safari_ros.core.hparams import LearningConfig
 from safari_ros.core.replay import ReplayBuffer, ReplayError, Transition
@@ -162,6 +164,18 @@ def test_checkpoint_roundtrip(tmp_path):
     # only trainable parameters are stored: the file is small
     n_trainable = sum(p.numel() for p in a.trainable_parameters())
     assert path.stat().st_size < 4 * n_trainable + 100_000
+
+
+def test_checkpoint_versions_number_on_across_restarts(tmp_path):
+    folder = tmp_path / "checkpoints"
+    assert latest_checkpoint_version(folder) == 0  # no folder yet
+    model = make_tiny_model(seed=0)
+    for v in (1, 2, 11):
+        save_checkpoint(versioned_checkpoint_path(folder, v), model, v, 0)
+    (folder / "adapters_vX.safetensors").write_text("not a version")
+    (folder / "notes.txt").write_text("")
+    assert versioned_checkpoint_path(folder, 11).name == "adapters_v0011.safetensors"
+    assert latest_checkpoint_version(folder) == 11
 
 
 def test_corrupt_or_truncated_checkpoint_is_refused(tmp_path):

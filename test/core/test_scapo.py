@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from safari_ros.config import ActionSpec
 from safari_ros.core.batch import StateBatch, TransitionBatch
+from safari_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from safari_ros.core.losses import kl_divergence
 from safari_ros.core.scapo import (
     LagrangeMultiplier,
@@ -68,6 +69,49 @@ def test_learner_lambda_comes_from_measured_episode_costs():
     assert learner.record_episode([1, 1, 1]) == pytest.approx(0.5 * (1.75 - 1.0))
     assert learner.record_episode([0, 0, 0]) == pytest.approx(0.375 + 0.5 * (0.875 - 1.0))
     assert learner.costs.mean_episode_cost == pytest.approx(1.5)
+
+
+def test_a_restarted_learner_keeps_its_constraint(tmp_path):
+    """lambda, alpha and the recent episode costs travel in the checkpoint: the restarted
+    learner takes the same next dual step as the one that never stopped (a fresh one, starting
+    at lambda_init with no costs, does not)."""
+    hp = tiny_hp(delta=0.5, eta_lambda=0.5, gamma=0.9, cost_window_episodes=3)
+    model = make_tiny_model(hp)
+    running = ScapoLearner(model, model.hp.scapo)
+    for costs in ([1, 1, 0, 1], [0, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 1]):
+        running.record_episode(costs)
+    running.entropy_temperature.value = 0.25
+    assert running.lagrange.value > 0
+    info = save_checkpoint(tmp_path / "a.safetensors", model, 4, 10, extra=running.dual_state())
+
+    restarted_model = make_tiny_model(hp, seed=1)
+    loaded = load_checkpoint(info.path, restarted_model)
+    restarted = ScapoLearner(restarted_model, restarted_model.hp.scapo)
+    assert restarted.restore_dual_state(loaded.extra)
+    assert restarted.lagrange.value == pytest.approx(running.lagrange.value)
+    assert restarted.entropy_temperature.value == pytest.approx(0.25)
+    assert restarted.costs.j_c == pytest.approx(running.costs.j_c)
+    assert restarted.costs.episodes == running.costs.episodes == 4
+    fresh = ScapoLearner(make_tiny_model(hp, seed=2), hp.scapo)
+    nxt = [0, 0, 0, 0]
+    assert restarted.record_episode(nxt) == pytest.approx(running.record_episode(nxt))
+    assert fresh.record_episode(nxt) != pytest.approx(running.lagrange.value)
+
+
+def test_dual_state_of_a_pretraining_checkpoint_or_a_bad_one():
+    model = make_tiny_model(tiny_hp(delta=0.5))
+    learner = ScapoLearner(model, model.hp.scapo)
+    learner.record_episode([1, 1])
+    before = learner.dual_state()
+    assert not learner.restore_dual_state({"pretrain_seed": 0})  # nothing to resume: unchanged
+    assert learner.dual_state() == before
+    for bad in ({"lagrange_multiplier": "nan"}, {"lagrange_multiplier": -1.0},
+                {"lagrange_multiplier": 1.0, "episode_costs_discounted": ["x"]},
+                {"lagrange_multiplier": 1.0, "episode_costs_discounted": [1.0, 2.0],
+                 "episodes": 1}):
+        with pytest.raises(ValueError):
+            learner.restore_dual_state(bad)
+        assert learner.dual_state() == before, bad  # a refused state changes nothing
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -325,3 +369,23 @@ def test_entropy_settings_are_checked():
         tiny_hp(entropy_coef_max=-1.0)
     with pytest.raises(ValueError, match="entropy_target"):
         tiny_hp(entropy_target=1.5)
+
+
+def test_cost_measure_episode_drives_lambda_by_the_undiscounted_cost():
+    """A violation late in an episode hardly counts in the discounted J_c (gamma^T), so lambda
+    stays at 0; measured as the undiscounted episode cost against d it raises lambda."""
+    late = [0.0] * 59 + [1.0]  # one violation at the last of 60 steps
+    common = dict(cost_limit_episode=0.5, delta=None, gamma=0.95, episode_steps=60,
+                  eta_lambda=1.0, cost_window_episodes=1)
+    lam = {}
+    for measure in ("discounted", "episode"):
+        model = make_tiny_model(tiny_hp(cost_measure=measure, **common))
+        learner = ScapoLearner(model, model.hp.scapo)
+        lam[measure] = learner.record_episode(late)
+        want = (0.5 if measure == "episode"
+                else discounted_cost_limit(0.5, 0.95, 60))
+        assert learner.constraint_limit == pytest.approx(want)
+    assert lam["discounted"] == 0.0  # 0.95^59 = 0.05 < delta = 0.16
+    assert lam["episode"] == pytest.approx(1.0 * (1.0 - 0.5))
+    with pytest.raises(ValueError, match="cost_measure"):
+        tiny_hp(cost_measure="average")

@@ -140,6 +140,7 @@ def test_nothing_reaching_the_controller_breaks_a_hard_limit(shield, node):
                         velocity=[0.0] * 9, effort=[0.0] * 9)
         js.header.stamp = node.get_clock().now().to_msg()
         joints_pub.publish(js)
+        frame_stamp = js.header.stamp  # the camera frame this joint state was paired with
         spin_until(node, lambda: False, 0.05)  # let the joint state land first
         # Mostly below tau_safe, so that the hard limits, not the learned check, decide.
         c_row = rng.uniform(0, 0.7, len(ACTIONS)).astype(np.float32)
@@ -150,7 +151,7 @@ def test_nothing_reaching_the_controller_breaks_a_hard_limit(shield, node):
                            constraint_probabilities=c_row,
                            constraint_value=float(c_row[index]))
         p.header.stamp = node.get_clock().now().to_msg()
-        p.observation_stamp = p.header.stamp
+        p.observation_stamp = frame_stamp
         n_traj, n_dec = len(trajectories), len(decisions)
         proposal_pub.publish(p)
         assert spin_until(node, lambda n=n_dec: len(decisions) > n, 5), "no ShieldDecision"
@@ -177,3 +178,58 @@ def test_nothing_reaching_the_controller_breaks_a_hard_limit(shield, node):
         refused += int(decision.intervened)
     # The property is only meaningful if both outcomes happened many times.
     assert moved > 10 and refused > 10 and checked > 50, (moved, refused, checked)
+
+
+@pytest.mark.flaky(reruns=1, reruns_delay=2)
+def test_a_joint_state_older_than_the_observation_means_stop(shield, node):
+    """A proposal answering a frame newer than the last joint state is not planned from that
+    state (a dead joint-state stream, or the pose from before a reset): stop, reason named."""
+    decisions, trajectories = [], []
+    node.create_subscription(ShieldDecision, TOPICS["shield_decision"], decisions.append, 50)
+    node.create_subscription(JointTrajectory, TOPICS["controller_command"],
+                             trajectories.append, 50)
+    joints_pub = node.create_publisher(JointState, TOPICS["joint_states"], 10)
+    proposal_pub = node.create_publisher(ActionProposal, TOPICS["action_proposal"], 10)
+    mode = node.create_client(SetMode, "/safari/set_mode")
+    assert mode.wait_for_service(timeout_sec=120), "shield_node did not come up"
+    future = mode.call_async(SetMode.Request(mode=SetMode.Request.EXECUTE))
+    assert spin_until(node, future.done, 10)
+    spin_until(node, lambda: proposal_pub.get_subscription_count() > 0, 10)
+    up = next(a for a in ACTIONS if a.name == "move_up")
+    lag = LIMITS.joint_state_max_lag_s + 0.2
+
+    def propose(observation_ns: int) -> ShieldDecision:
+        p = ActionProposal(action_index=up.index, action_name=up.name,
+                           action_names=[a.name for a in ACTIONS],
+                           probabilities=np.full(len(ACTIONS), 1 / len(ACTIONS), np.float32),
+                           constraint_probabilities=np.zeros(len(ACTIONS), np.float32))
+        p.header.stamp = node.get_clock().now().to_msg()
+        p.observation_stamp.sec, p.observation_stamp.nanosec = divmod(observation_ns, 10**9)
+        proposal_pub.publish(p)
+
+        def answer() -> ShieldDecision | None:  # a watchdog stop may come in between
+            return next((d for d in decisions if d.observation_stamp == p.observation_stamp
+                         and d.proposed_action_name == up.name), None)
+
+        assert spin_until(node, lambda: answer() is not None, 5), "no ShieldDecision"
+        spin_until(node, lambda: False, 0.1)
+        return answer()
+
+    js = JointState(name=NAMES, position=[*HOME.tolist(), 0.04, 0.04], velocity=[0.0] * 9,
+                    effort=[0.0] * 9)
+    js.header.stamp = node.get_clock().now().to_msg()
+    joint_ns = js.header.stamp.sec * 10**9 + js.header.stamp.nanosec
+    joints_pub.publish(js)
+    spin_until(node, lambda: False, 0.1)
+
+    n_traj = len(trajectories)
+    stale = propose(joint_ns + int(lag * 1e9))
+    assert stale.intervened and stale.executed_action_name == "stop"
+    assert stale.watchdog == ShieldDecision.VIOLATION
+    assert "joint_state" in stale.reason, stale.reason
+    for traj in trajectories[n_traj:]:  # only a hold at the measured pose went out
+        np.testing.assert_allclose(traj.points[-1].positions[:7], HOME, atol=1e-9)
+
+    current = propose(joint_ns)  # the same move, answering the frame of that joint state
+    assert not current.intervened, current.reason
+    assert current.executed_action_name == "move_up"

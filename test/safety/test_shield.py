@@ -222,3 +222,15 @@ def test_an_arm_pushed_out_of_the_workspace_may_only_come_back():
     for name in ("move_forward", "move_left", "move_down"):
         v = verdict(name)
         assert v.codes["workspace"] == Check.VIOLATION and v.executed.name == "stop", name
+
+
+def test_a_joint_state_older_than_the_observation_triggers_the_watchdog():
+    m = motion_for("move_up", np.array([0.5, 0, 0.2]))
+    up = BY_NAME["move_up"].index
+    lag = LIMITS.joint_state_max_lag_s
+    assert not SHIELD.decide(up, row("move_up", 0), m, 0.0, 0.0, lag).intervened
+    assert not SHIELD.decide(up, row("move_up", 0), m, 0.0, 0.0, -1.0).intervened  # newer: fine
+    for bad in (lag + 0.01, math.inf, math.nan):
+        v = SHIELD.decide(up, row("move_up", 0), m, 0.0, 0.0, bad)
+        assert v.executed.name == "stop" and v.codes["watchdog"] == Check.VIOLATION, bad
+        assert v.reason.startswith("watchdog:joint_state"), v.reason

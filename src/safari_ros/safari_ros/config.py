@@ -161,6 +161,7 @@ class SafetyLimits:
     table_clearance_m: float
     tau_safe: float
     watchdog_s: float
+    joint_state_max_lag_s: float  # joint state older than the observation by this -> stop
     backup_for_reason: dict[str, str] = field(default_factory=dict)
 
 
@@ -186,5 +187,6 @@ def safety_limits(cfg: dict[str, Any]) -> SafetyLimits:
         table_clearance_m=float(s["table_clearance_m"]),
         tau_safe=float(s["tau_safe"]),
         watchdog_s=float(s["watchdog_s"]),
+        joint_state_max_lag_s=float(s["joint_state_max_lag_s"]),
         backup_for_reason=dict(s.get("backup_for_reason", {})),
     )

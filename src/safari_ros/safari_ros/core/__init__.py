@@ -16,10 +16,12 @@ from safari_ros.core.batch import StateBatch, TransitionBatch
 from safari_ros.core.checkpoint import (
     CheckpointError,
     CheckpointInfo,
+    latest_checkpoint_version,
     load_checkpoint,
     nan_free,
     save_checkpoint,
     validate_checkpoint,
+    versioned_checkpoint_path,
 )
 from safari_ros.core.features import pool_depth, proprio_vector
 from safari_ros.core.heads import HeadOutputs, SafariHeads
@@ -54,6 +56,7 @@ __all__ = [
     "TransitionBatch",
     "build_model",
     "discounted_cost_limit",
+    "latest_checkpoint_version",
     "learning_config",
     "load_backbone",
     "load_checkpoint",
@@ -65,4 +68,5 @@ __all__ = [
     "save_checkpoint",
     "shield_action",
     "validate_checkpoint",
+    "versioned_checkpoint_path",
 ]

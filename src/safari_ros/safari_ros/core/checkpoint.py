@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,13 @@ __all__ = [
     "CheckpointError",
     "CheckpointInfo",
     "first_non_finite",
+    "latest_checkpoint_version",
     "load_checkpoint",
     "nan_free",
     "read_checkpoint_info",
     "save_checkpoint",
     "validate_checkpoint",
+    "versioned_checkpoint_path",
 ]
 
 FORMAT = "safari-adapters"
@@ -65,6 +68,25 @@ def _atomic_write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+_VERSIONED = re.compile(r"adapters_v(\d+)\.safetensors")
+
+
+def versioned_checkpoint_path(folder: str | os.PathLike[str], version: int) -> Path:
+    """Where a learner writes adapter version `version` in `folder`."""
+    return Path(folder) / f"adapters_v{int(version):04d}.safetensors"
+
+
+def latest_checkpoint_version(folder: str | os.PathLike[str]) -> int:
+    """The highest version written to `folder` by `versioned_checkpoint_path` (0: none), so a
+    restarted learner numbers on instead of overwriting versions a policy has already seen
+    (and would ignore: policies take only versions newer than theirs)."""
+    path = Path(folder)
+    if not path.is_dir():
+        return 0
+    found = [int(m.group(1)) for f in path.iterdir() if (m := _VERSIONED.fullmatch(f.name))]
+    return max(found, default=0)
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:

@@ -121,6 +121,9 @@ class PretrainConfig:
     seed: int = 0
 
 
+COST_MEASURES = ("discounted", "episode")
+
+
 @dataclass(frozen=True)
 class ScapoConfig:
     """SCAPO: CQL critics, Lagrangian cost constraint and the KL trust region."""
@@ -152,8 +155,15 @@ class ScapoConfig:
     entropy_target: float | None = None
     eta_entropy: float = 0.05
     entropy_coef_max: float = 10.0
+    # What lambda's dual step measures: "discounted" (the seed: J_c, the discounted episode cost,
+    # against delta) or "episode" (the safe-RL benchmarks': the undiscounted episode cost against
+    # d, so that a violation late in an episode weighs as much as an early one).
+    cost_measure: str = "discounted"
 
     def __post_init__(self) -> None:
+        if self.cost_measure not in COST_MEASURES:
+            raise ValueError(f"cost_measure must be one of {COST_MEASURES}, "
+                             f"got {self.cost_measure!r}")
         if self.refusal_penalty < 0:
             raise ValueError("refusal_penalty must be >= 0")
         if self.entropy_coef < 0 or self.entropy_coef_max < 0:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import copy
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -147,7 +148,8 @@ class ScapoLearner:
         self.model, self.hp = model, hp
         self.device = model.device
         self.delta = resolve_delta(hp)
-        self.lagrange = LagrangeMultiplier(hp.lambda_init, hp.eta_lambda, self.delta, hp.lambda_max)
+        self.lagrange = LagrangeMultiplier(hp.lambda_init, hp.eta_lambda, self.constraint_limit,
+                                           hp.lambda_max)
         self.costs = EpisodeCostWindow(hp.gamma, hp.cost_window_episodes)
         # alpha: the same projected dual ascent on the constraint -H(pi) <= -H_target
         max_entropy = math.log(model.heads.n_actions)
@@ -169,10 +171,61 @@ class ScapoLearner:
         self.dropped_policy_steps = 0  # updates where no shrunken step fitted: policy unchanged
 
     # ---------------------------------------------------------------------------- dual side
+    @property
+    def constraint_limit(self) -> float:
+        """The limit lambda holds the measured cost to: delta, or d with cost_measure episode."""
+        return self.hp.cost_limit_episode if self.hp.cost_measure == "episode" else self.delta
+
+    @property
+    def measured_cost(self) -> float:
+        """The recent episodes' cost that lambda's dual step compares with constraint_limit
+        (J_c, or the undiscounted mean with cost_measure episode); nan before any episode."""
+        if self.hp.cost_measure == "episode":
+            return self.costs.mean_episode_cost
+        return self.costs.j_c
+
     def record_episode(self, costs: Sequence[float]) -> float:
         """Record a finished episode's measured per-step costs and take one dual step."""
         self.costs.add(costs)
-        return self.lagrange.update(self.costs.j_c)
+        return self.lagrange.update(self.measured_cost)
+
+    def dual_state(self) -> dict[str, Any]:
+        """What a restarted learner needs to carry on enforcing its constraint (JSON-ready):
+        lambda, alpha and the measured costs of the recent episodes. Without it a restart
+        sets lambda back to its initial value and forgets the costs that raised it."""
+        return {
+            "lagrange_multiplier": self.lagrange.value,
+            "entropy_coef": self.entropy_temperature.value,
+            "episode_costs_discounted": list(self.costs.discounted),
+            "episode_costs_undiscounted": list(self.costs.undiscounted),
+            "episodes": self.costs.episodes,
+        }
+
+    def restore_dual_state(self, state: Mapping[str, Any]) -> bool:
+        """Carry on from `dual_state()` (e.g. a checkpoint's extra). Returns False and changes
+        nothing when `state` holds no dual state (a pre-training checkpoint); raises ValueError
+        on a malformed one rather than guessing a multiplier."""
+        if "lagrange_multiplier" not in state:
+            return False
+        try:
+            lam = float(state["lagrange_multiplier"])
+            alpha = float(state.get("entropy_coef", self.entropy_temperature.value))
+            discounted = [float(v) for v in state.get("episode_costs_discounted", [])]
+            undiscounted = [float(v) for v in state.get("episode_costs_undiscounted", [])]
+            episodes = int(state.get("episodes", len(discounted)))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"malformed learner dual state: {exc}") from exc
+        values = [lam, alpha, *discounted, *undiscounted]
+        if not all(math.isfinite(v) and v >= 0 for v in values) or episodes < len(discounted):
+            raise ValueError(f"learner dual state out of range: {dict(state)}")
+        self.lagrange.value = min(lam, self.lagrange.lambda_max)
+        self.entropy_temperature.value = min(alpha, self.entropy_temperature.lambda_max)
+        self.costs.discounted.clear()
+        self.costs.discounted.extend(discounted)
+        self.costs.undiscounted.clear()
+        self.costs.undiscounted.extend(undiscounted)
+        self.costs.episodes = episodes
+        return True
 
     # ------------------------------------------------------------------------------ primal
     @torch.no_grad()
@@ -302,6 +355,7 @@ class ScapoLearner:
             "mean_episode_cost": self.costs.mean_episode_cost if self.costs.episodes else 0.0,
             "episodes": float(self.costs.episodes),
             "cost_limit": self.delta,
+            "constraint_limit": self.constraint_limit,
             "cost_limit_episode": self.hp.cost_limit_episode,
             "grad_norm_actor": float(gn_a),
             "grad_norm_critic": float(gn_c),

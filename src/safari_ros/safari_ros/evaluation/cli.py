@@ -141,6 +141,7 @@ def evaluate(plan: Plan, out_dir: Path, progress: bool = True, command: str = ""
         "backbone_id": ", ".join(sorted(b for b in backbone_ids if b)),
         "cost_limit_episode": scapo.cost_limit_episode,
         "delta": resolve_delta(scapo),
+        "cost_measure": scapo.cost_measure,
     }
     agg = aggregate(results)
     plots = plot_curves(results, plan, int(proto["success_window"]), out_dir)

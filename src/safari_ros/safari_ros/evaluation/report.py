@@ -199,7 +199,9 @@ def markdown_report(
         f"{sim['episode_steps']} steps per episode, {proto['num_envs']} environments stepped "
         f"together; seeds {plan.seeds}",
         f"- cost limit: d = {meta['cost_limit_episode']} per episode (undiscounted), "
-        f"delta = {meta['delta']:.4f} (discounted, OSRL conversion) for SCAPO",
+        f"delta = {meta['delta']:.4f} (discounted, OSRL conversion); SCAPO's lambda is driven by "
+        + ("the undiscounted episode cost against d" if meta.get("cost_measure") == "episode"
+           else "the discounted episode cost J_c against delta"),
         "- cells: mean over seeds [95% t interval]; a violation is a step with cost c_t = 1 "
         "(keep-out, fragile contact, speed, joint limits, table); deployment uses the shield as "
         "configured for the method; sample efficiency = environment steps until the success "

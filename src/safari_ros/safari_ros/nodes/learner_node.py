@@ -44,10 +44,12 @@ from safari_ros.core import (
     ReplayBuffer,
     ScapoLearner,
     build_model,
+    latest_checkpoint_version,
     load_checkpoint,
     nan_free,
     refusal_transition,
     save_checkpoint,
+    versioned_checkpoint_path,
 )
 from safari_ros.core import Transition as CoreTransition
 from safari_ros.nodes.common import (
@@ -101,6 +103,15 @@ class LearnerNode(Node):
         hp = self.model.hp
         self.batch_size = hp.scapo.batch_size
         self.learner = ScapoLearner(self.model, hp.scapo)
+        self.version = latest_checkpoint_version(self.run_dir / "checkpoints")
+        if checkpoint:
+            # A learner checkpoint carries lambda, alpha and the recent episode costs: a restart
+            # keeps enforcing the constraint it had learned (a pre-training one carries none).
+            if self.learner.restore_dual_state(info.extra):
+                self.get_logger().info(
+                    f"resumed the constraint: lambda {self.learner.lagrange.value:.3f} over "
+                    f"{len(self.learner.costs.discounted)} recent episodes")
+            self.version = max(self.version, info.version)
         self.replay = ReplayBuffer.from_config(hp.replay, self.model.backbone_id)
         self.lock = threading.Lock()  # replay buffer and counters
         # The model: updates, checkpoints, the dual step. Callbacks must never wait on it: an
@@ -113,7 +124,6 @@ class LearnerNode(Node):
         self.proposals: dict[int, ActionProposal] = {}
         self.mode = "execute"
         self.paused = False
-        self.version = 0
         self.metrics: dict[str, float] = {}
         self.counts = {"transitions": 0, "violations": 0, "interventions": 0, "episodes": 0}
         self.episode_costs: list[float] = []
@@ -297,13 +307,12 @@ class LearnerNode(Node):
     def save_and_announce(self, path: str = "") -> AdapterCheckpoint:
         """Write the next checkpoint version and announce it to the policy."""
         self.version += 1
-        target = Path(path) if path else self.run_dir / "checkpoints" / (
-            f"adapters_v{self.version:04d}.safetensors")
+        target = (Path(path) if path
+                  else versioned_checkpoint_path(self.run_dir / "checkpoints", self.version))
         with self.model_lock:
             healthy = nan_free(self.model)
             info = save_checkpoint(target, self.model, self.version, self.learner.updates,
-                                   extra={"lagrange_multiplier": self.learner.lagrange.value,
-                                          "entropy_coef": self.learner.entropy_temperature.value})
+                                   extra=self.learner.dual_state())
         msg = AdapterCheckpoint(version=self.version, path=str(info.path.resolve()),
                                 sha256=info.sha256, backbone_id=self.model.backbone_id)
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -340,9 +349,9 @@ class LearnerNode(Node):
             updates=int(self.learner.updates), transitions_seen=int(c["transitions"]),
             buffer_size=len(self.replay),
             lagrange_multiplier=float(self.learner.lagrange.value),
-            episode_cost_estimate=float(self.learner.costs.j_c if self.learner.costs.episodes
+            episode_cost_estimate=float(self.learner.measured_cost if self.learner.costs.episodes
                                         else 0.0),
-            cost_limit=float(self.learner.delta),
+            cost_limit=float(self.learner.constraint_limit),
             loss_q_reward=m.get("loss_q_reward", 0.0), loss_q_cost=m.get("loss_q_cost", 0.0),
             loss_v_cost=m.get("loss_v_cost", 0.0), loss_constraint=m.get("loss_constraint", 0.0),
             loss_policy=m.get("loss_policy", 0.0), kl=m.get("kl", 0.0),

@@ -9,6 +9,7 @@ shutdown send stop first. Every decision is published as safari_msgs/ShieldDecis
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -76,6 +77,7 @@ class ShieldNode(LifecycleNode):
         self.active = False
         self.joints: np.ndarray | None = None  # 7 arm joints + finger opening, measured
         self.joint_rates = np.zeros(len(JOINTS))  # their velocities (the motion starts from them)
+        self.joint_stamp_ns: int | None = None  # header stamp of that joint state
         self.finger_target = float(self.cfg["sim"]["gripper_open_m"])
         self.last_proposal_wall = time.monotonic()
         self.stopped_for_watchdog = False
@@ -132,6 +134,7 @@ class ShieldNode(LifecycleNode):
         if not all(j in index for j in JOINTS) or len(msg.position) != len(msg.name):
             return
         self.joints = np.array([msg.position[index[j]] for j in JOINTS], float)
+        self.joint_stamp_ns = stamp_ns(msg.header.stamp)
         # A driver may publish no velocities (REP: empty); a present NaN fails the checks.
         self.joint_rates = (np.array([msg.velocity[index[j]] for j in JOINTS], float)
                             if len(msg.velocity) == len(msg.name) else np.zeros(len(JOINTS)))
@@ -163,9 +166,14 @@ class ShieldNode(LifecycleNode):
         obs_age = (now_ns - stamp_ns(msg.observation_stamp)) / 1e9
         prop_age = (now_ns - stamp_ns(msg.header.stamp)) / 1e9
         joints = self.joints if self.joints is not None else np.full(len(JOINTS), np.nan)
+        # Plan only from a joint state at least as recent as the frame the policy saw (within
+        # the tolerance): after a reset or with a dead joint-state stream the last one received
+        # describes a pose the arm has left.
+        joint_lag = (math.inf if self.joint_stamp_ns is None
+                     else (stamp_ns(msg.observation_stamp) - self.joint_stamp_ns) / 1e9)
         return shielded_plan(self.shield, self.planner, int(msg.action_index),
                              msg.constraint_probabilities, joints, self.joint_rates,
-                             self.finger_target, obs_age, prop_age)
+                             self.finger_target, obs_age, prop_age, joint_lag)
 
     def plan(self, spec: Any) -> Any:
         """The primitive from the measured joint state (positions and velocities)."""

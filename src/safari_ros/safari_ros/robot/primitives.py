@@ -136,6 +136,7 @@ def shielded_plan(
     finger_target: float,
     observation_age_s: float = 0.0,
     proposal_age_s: float = 0.0,
+    joint_state_lag_s: float = 0.0,
 ) -> tuple[ShieldVerdict, PlannedMotion | None]:
     """The shield's verdict on proposal `index` and the motion to command; None means stop.
 
@@ -147,7 +148,7 @@ def shielded_plan(
     if 0 <= index < len(shield.actions) and np.all(np.isfinite(q_now)):
         plan = planner.plan(shield.actions[index], q_now, finger_target, qd_now)
     verdict = shield.decide(index, constraint, plan.predicted() if plan else None,
-                            observation_age_s, proposal_age_s)
+                            observation_age_s, proposal_age_s, joint_state_lag_s)
     if verdict.executed.name == "stop":
         planner.reset()
         return verdict, None

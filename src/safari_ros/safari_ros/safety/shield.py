@@ -214,10 +214,14 @@ class Shield:
         motion: PredictedMotion | None,
         observation_age_s: float,
         proposal_age_s: float,
+        joint_state_lag_s: float = 0.0,
     ) -> ShieldVerdict:
         """Decide what to execute for a proposal; never raises on bad numbers (fails closed).
 
         constraint is C(s, a) for every action of the set (ActionProposal's row).
+        joint_state_lag_s: how much older the joint state the motion was planned from is than
+        the observation the proposal answers (inf: no joint state); over
+        limits.joint_state_max_lag_s is a watchdog failure.
         """
         if not 0 <= action_index < len(self.actions):
             verdict = ShieldVerdict(self.stop, self.stop, {c: Check.NOT_CHECKED for c in CHECKS})
@@ -235,7 +239,8 @@ class Shield:
         )
         codes["input_valid"] = Check.OK if valid else Check.VIOLATION
         fresh = max(observation_age_s, proposal_age_s) <= self.limits.watchdog_s
-        codes["watchdog"] = Check.OK if fresh else Check.VIOLATION
+        current = joint_state_lag_s <= self.limits.joint_state_max_lag_s  # False for NaN too
+        codes["watchdog"] = Check.OK if fresh and current else Check.VIOLATION
         if valid and motion is not None:
             codes.update(self.check_motion(motion))
             learned = shield_action(action_index, row, self.limits.tau_safe, self.stop.index)
@@ -250,6 +255,8 @@ class Shield:
         detail = ""
         if first == "keep_out" and motion is not None:
             detail = ":" + ",".join(self.zones_hit(motion))
+        elif first == "watchdog" and fresh:
+            detail = f":joint_state {joint_state_lag_s:.3f} s older than the observation"
         backup = self.backup_for(first)
         if backup.index == proposed.index:
             # The backup itself failed its checks (e.g. home through a limit): hold still.
