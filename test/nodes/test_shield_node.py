@@ -111,6 +111,18 @@ def spin_until(node, done, timeout):
     return done()
 
 
+def executing_shield(node):
+    """Publishers of joint states and proposals, once the shield is up and in execute mode."""
+    joints_pub = node.create_publisher(JointState, TOPICS["joint_states"], 10)
+    proposal_pub = node.create_publisher(ActionProposal, TOPICS["action_proposal"], 10)
+    mode = node.create_client(SetMode, "/safari/set_mode")
+    assert mode.wait_for_service(timeout_sec=120), "shield_node did not come up"
+    future = mode.call_async(SetMode.Request(mode=SetMode.Request.EXECUTE))
+    assert spin_until(node, future.done, 10)
+    spin_until(node, lambda: proposal_pub.get_subscription_count() > 0, 10)
+    return joints_pub, proposal_pub
+
+
 # Separate processes on two cores: one retry absorbs a scheduling hiccup; a real fault
 # fails both runs.
 @pytest.mark.flaky(reruns=1, reruns_delay=2)
@@ -119,13 +131,7 @@ def test_nothing_reaching_the_controller_breaks_a_hard_limit(shield, node):
     node.create_subscription(JointTrajectory, TOPICS["controller_command"],
                              trajectories.append, 50)
     node.create_subscription(ShieldDecision, TOPICS["shield_decision"], decisions.append, 50)
-    joints_pub = node.create_publisher(JointState, TOPICS["joint_states"], 10)
-    proposal_pub = node.create_publisher(ActionProposal, TOPICS["action_proposal"], 10)
-    mode = node.create_client(SetMode, "/safari/set_mode")
-    assert mode.wait_for_service(timeout_sec=120), "shield_node did not come up"
-    future = mode.call_async(SetMode.Request(mode=SetMode.Request.EXECUTE))
-    assert spin_until(node, future.done, 10)
-    spin_until(node, lambda: proposal_pub.get_subscription_count() > 0, 10)
+    joints_pub, proposal_pub = executing_shield(node)
 
     rng = np.random.default_rng(0)
     checked = moved = refused = 0
@@ -188,13 +194,7 @@ def test_a_joint_state_older_than_the_observation_means_stop(shield, node):
     node.create_subscription(ShieldDecision, TOPICS["shield_decision"], decisions.append, 50)
     node.create_subscription(JointTrajectory, TOPICS["controller_command"],
                              trajectories.append, 50)
-    joints_pub = node.create_publisher(JointState, TOPICS["joint_states"], 10)
-    proposal_pub = node.create_publisher(ActionProposal, TOPICS["action_proposal"], 10)
-    mode = node.create_client(SetMode, "/safari/set_mode")
-    assert mode.wait_for_service(timeout_sec=120), "shield_node did not come up"
-    future = mode.call_async(SetMode.Request(mode=SetMode.Request.EXECUTE))
-    assert spin_until(node, future.done, 10)
-    spin_until(node, lambda: proposal_pub.get_subscription_count() > 0, 10)
+    joints_pub, proposal_pub = executing_shield(node)
     up = next(a for a in ACTIONS if a.name == "move_up")
     lag = LIMITS.joint_state_max_lag_s + 0.2
 
