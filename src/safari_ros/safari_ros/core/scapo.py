@@ -114,6 +114,19 @@ class EpisodeCostWindow:
         """Mean undiscounted episode cost over the window, comparable to d."""
         return sum(self.undiscounted) / len(self.undiscounted) if self.undiscounted else math.nan
 
+    def state(self) -> dict[str, Any]:
+        """The window's sums and episode count, JSON-ready (see `load`)."""
+        return {"episode_costs_discounted": list(self.discounted),
+                "episode_costs_undiscounted": list(self.undiscounted),
+                "episodes": self.episodes}
+
+    def load(self, discounted: Sequence[float], undiscounted: Sequence[float],
+             episodes: int) -> None:
+        """Replace the window's contents with saved sums (as `state()` gave them)."""
+        self.discounted = deque(discounted, maxlen=self.discounted.maxlen)
+        self.undiscounted = deque(undiscounted, maxlen=self.undiscounted.maxlen)
+        self.episodes = episodes
+
 
 @dataclass(frozen=True)
 class ShieldResult:
@@ -193,13 +206,8 @@ class ScapoLearner:
         """What a restarted learner needs to carry on enforcing its constraint (JSON-ready):
         lambda, alpha and the measured costs of the recent episodes. Without it a restart
         sets lambda back to its initial value and forgets the costs that raised it."""
-        return {
-            "lagrange_multiplier": self.lagrange.value,
-            "entropy_coef": self.entropy_temperature.value,
-            "episode_costs_discounted": list(self.costs.discounted),
-            "episode_costs_undiscounted": list(self.costs.undiscounted),
-            "episodes": self.costs.episodes,
-        }
+        return {"lagrange_multiplier": self.lagrange.value,
+                "entropy_coef": self.entropy_temperature.value, **self.costs.state()}
 
     def restore_dual_state(self, state: Mapping[str, Any]) -> bool:
         """Carry on from `dual_state()` (e.g. a checkpoint's extra). Returns False and changes
@@ -220,11 +228,7 @@ class ScapoLearner:
             raise ValueError(f"learner dual state out of range: {dict(state)}")
         self.lagrange.value = min(lam, self.lagrange.lambda_max)
         self.entropy_temperature.value = min(alpha, self.entropy_temperature.lambda_max)
-        self.costs.discounted.clear()
-        self.costs.discounted.extend(discounted)
-        self.costs.undiscounted.clear()
-        self.costs.undiscounted.extend(undiscounted)
-        self.costs.episodes = episodes
+        self.costs.load(discounted, undiscounted, episodes)
         return True
 
     # ------------------------------------------------------------------------------ primal
@@ -355,7 +359,6 @@ class ScapoLearner:
             "mean_episode_cost": self.costs.mean_episode_cost if self.costs.episodes else 0.0,
             "episodes": float(self.costs.episodes),
             "cost_limit": self.delta,
-            "constraint_limit": self.constraint_limit,
             "cost_limit_episode": self.hp.cost_limit_episode,
             "grad_norm_actor": float(gn_a),
             "grad_norm_critic": float(gn_c),

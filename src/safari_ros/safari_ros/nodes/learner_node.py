@@ -96,22 +96,24 @@ class LearnerNode(Node):
         checkpoint = declare(self, "checkpoint", "", "adapter checkpoint to start from "
                              "(e.g. offline pre-training); empty: fresh adapters")
         self.model, self.device = model_parameters(self, self.cfg, build_model)
+        start = None
         if checkpoint:
-            # The same gate as the policy's: a bad start-up checkpoint stops the node.
-            info = load_checkpoint(checkpoint, self.model)
-            self.get_logger().info(f"starting from {info.path} (step {info.step})")
+            # The same gate as the policy's: a bad start-up checkpoint stops the node. Loaded
+            # before the learner is built: its target critics copy the loaded weights.
+            start = load_checkpoint(checkpoint, self.model)
+            self.get_logger().info(f"starting from {start.path} (step {start.step})")
         hp = self.model.hp
         self.batch_size = hp.scapo.batch_size
         self.learner = ScapoLearner(self.model, hp.scapo)
         self.version = latest_checkpoint_version(self.run_dir / "checkpoints")
-        if checkpoint:
+        if start is not None:
             # A learner checkpoint carries lambda, alpha and the recent episode costs: a restart
             # keeps enforcing the constraint it had learned (a pre-training one carries none).
-            if self.learner.restore_dual_state(info.extra):
+            if self.learner.restore_dual_state(start.extra):
                 self.get_logger().info(
                     f"resumed the constraint: lambda {self.learner.lagrange.value:.3f} over "
                     f"{len(self.learner.costs.discounted)} recent episodes")
-            self.version = max(self.version, info.version)
+            self.version = max(self.version, start.version)
         self.replay = ReplayBuffer.from_config(hp.replay, self.model.backbone_id)
         self.lock = threading.Lock()  # replay buffer and counters
         # The model: updates, checkpoints, the dual step. Callbacks must never wait on it: an
