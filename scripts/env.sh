@@ -12,6 +12,10 @@ source "$_safari_root/install/setup.bash"
 # The source tree first: edits take effect without a rebuild (setup.sh rebuilds the install space
 # whenever sources change, so both hold the same code).
 export PYTHONPATH="$_safari_root/src/safari_ros${PYTHONPATH:+:$PYTHONPATH}"
+# The console scripts (safari_tabletop, safari_pretrain, safari_evaluate, safari_bringup,
+# bag_player, the nodes): colcon installs them where `ros2 run` looks, which install/setup.bash
+# does not put on PATH, and there is no `ros2` here to find them.
+export PATH="$_safari_root/install/safari_ros/lib/safari_ros:$PATH"
 export MUJOCO_GL="${MUJOCO_GL:-egl}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-egl}"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 export SAFARI_ROOT="$_safari_root"

@@ -11,12 +11,13 @@ REPO = HERE.parents[1]
 
 
 def _data_files() -> list[tuple[str, list[str]]]:
-    """Launch file and configs from the repository root, installed where ros2 launch looks."""
+    """Launch file, configs and the backbone (models/) from the repository root, installed
+    where ros2 launch looks; config/tabletop.yaml names ../models relative to itself."""
     files = [
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
     ]
-    for folder in ("launch", "config"):
+    for folder in ("launch", "config", "models"):
         # colcon wants data_files relative to this file
         found = sorted(
             os.path.relpath(p, HERE) for p in (REPO / folder).glob("*") if p.is_file()

@@ -13,7 +13,12 @@ from safetensors.torch import save_file
 
 from safari_ros.config import ConfigError, load_config
 from safari_ros.core.adapters import SafetyAdapter, TaskAdapter
-from safari_ros.core.backbone import BackboneError, file_sha256, load_backbone
+from safari_ros.core.backbone import (
+    BackboneError,
+    check_vit_architecture,
+    file_sha256,
+    load_backbone,
+)
 from safari_ros.core.hparams import BackboneConfig, LearningConfig, learning_config
 from safari_ros.core.losses import pretrain_loss
 from safari_ros.core.model import SafariModel, build_model
@@ -165,21 +170,41 @@ def test_unknown_config_key_is_refused():
 
 def test_repository_config_parses():
     hp = learning_config(load_config())
-    assert hp.backbone.architecture.startswith("ViT")
+    open_clip.add_model_config(hp.backbone.model_config_dir)
+    check_vit_architecture(hp.backbone.architecture)  # an open_clip ViT the split supports
     assert hp.scapo.episode_steps == load_config()["sim"]["episode_steps"]
 
 
-def test_trainable_share_vit_b32_is_under_one_percent(capsys):
-    model: SafariModel = build_model(load_config())  # the configured ViT-B-32, random init
+def _vit_b32_config() -> dict:
+    """The repository config switched to a real CLIP's architecture, as README "The backbone"
+    describes it (random init here: no weights can be downloaded)."""
+    cfg = load_config()
+    learning = cfg["learning"]
+    learning["backbone"].update(architecture="ViT-B-32", weights="", image_size=224,
+                                model_config_dir="")
+    learning["split_layer_k"] = 8
+    learning["adapters"].update(task_layers=[8, 9, 10, 11], safety_layers=[10, 11])
+    return cfg
+
+
+@pytest.mark.parametrize("backbone", ["ViT-B-32", "default"])
+def test_trainable_share(backbone, capsys):
+    cfg = _vit_b32_config() if backbone == "ViT-B-32" else load_config()
+    model: SafariModel = build_model(cfg)
     share = model.trainable_share()
     with capsys.disabled():
         print(
-            f"\nViT-B-32 trainable share: {share['trainable']} / {share['vision_tower']} = "
-            f"{100 * share['share_of_vision_tower']:.4f}% of the image tower "
-            f"({100 * share['share_of_clip']:.4f}% of all CLIP parameters; adapters "
+            f"\n{model.backbone.architecture} trainable share: {share['trainable']} / "
+            f"{share['vision_tower']} = {100 * share['share_of_vision_tower']:.4f}% of the image "
+            f"tower ({100 * share['share_of_clip']:.4f}% of all CLIP parameters; adapters "
             f"{share['adapters']}, heads {share['heads']})"
         )
-    assert share["share_of_vision_tower"] < 0.01
+    # The design's aim (< 1%) holds for a real CLIP; SAFARI's own CLIP is so small (1.3 M
+    # image-tower parameters) that the same heads weigh more, still under the seed's 5% of CLIP.
+    if backbone == "ViT-B-32":
+        assert share["share_of_vision_tower"] < 0.01
+    else:
+        assert share["share_of_clip"] < 0.05
     assert share["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

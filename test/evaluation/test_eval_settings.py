@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from safari_ros.config import ConfigError
+from safari_ros.config import ConfigError, load_config
 from safari_ros.evaluation.settings import (
     METHODS_GROUP,
     apply_overrides,
@@ -18,12 +20,12 @@ from safari_ros.evaluation.settings import (
 EXPECTED_METHOD_DIFFS = {
     "full_finetune": {
         "method.vision_tower_trainable": (False, True),
-        "tabletop.learning.adapters.task_layers": ([2, 3], []),
-        "tabletop.learning.adapters.safety_layers": ([3], []),
+        "tabletop.learning.adapters.task_layers": ([3, 4, 5], []),
+        "tabletop.learning.adapters.safety_layers": ([4, 5], []),
     },
     "adapters_no_safety": {
         "method.shield.enabled": (True, False),
-        "tabletop.learning.adapters.safety_layers": ([3], []),
+        "tabletop.learning.adapters.safety_layers": ([4, 5], []),
         "tabletop.learning.scapo.eta_lambda": (0.05, 0.0),
     },
     "cnn_safe_rl": {"method.encoder": ("clip", "cnn")},
@@ -91,9 +93,12 @@ def test_seeds_and_reference_tabletop(quick_plan) -> None:
 def test_full_preset_replaces_bottleneck_variants() -> None:
     plan = build_plan("full", ablations=True)
     assert plan.groups["adapter_architecture"] == [
-        "scapo", "task_only", "bottleneck_8", "bottleneck_128"]
+        "scapo", "task_only", "bottleneck_8", "bottleneck_64"]
     scapo = _resolved(plan, "scapo")
-    assert scapo["tabletop"]["learning"]["backbone"]["architecture"] == "ViT-B-32"
+    # the default backbone, its weights file resolved beside the config
+    backbone = scapo["tabletop"]["learning"]["backbone"]
+    assert backbone["architecture"] == load_config()["learning"]["backbone"]["architecture"]
+    assert Path(backbone["weights"]).is_file()
 
 
 def test_cli_overrides_and_method_subset() -> None:

@@ -43,11 +43,12 @@ def test_previous_run_is_set_aside_not_deleted(tmp_path):
     assert (tmp_path / "pretrain").is_dir()
 
 
-def test_main_job_pretrains_learns_online_and_reports(tmp_path, capsys):
+def test_main_job_pretrains_learns_online_deploys_and_reports(tmp_path, capsys):
     config = tiny_stack_config(tmp_path)
     run_dir = tmp_path / "run"
     code = tabletop_run.main(["--config", str(config), "--episodes", "2",
-                              "--pretrain-episodes", "1", "--run-dir", str(run_dir)])
+                              "--pretrain-episodes", "1", "--deploy-episodes", "2",
+                              "--run-dir", str(run_dir)])
     assert code == 0
     out = capsys.readouterr().out
     assert "episode    2/2" in out
@@ -61,6 +62,19 @@ def test_main_job_pretrains_learns_online_and_reports(tmp_path, capsys):
     assert report["meta"]["launch_arguments"]["checkpoint"] == str(pretrained.resolve())
     assert report["meta"]["pretrain"]["heldout"]
     assert (run_dir / "learning_curves.png").stat().st_size > 10_000
+    # Deployment: v1 is the pre-trained checkpoint, final the learner's last save, both on the
+    # same seeds of both splits; the table is the last thing printed before the paths.
+    deployment = report["deployment"]
+    assert deployment["checkpoints"]["v1"]["path"] == str(pretrained.resolve())
+    final = deployment["checkpoints"]["final"]
+    assert final["path"].startswith(str((run_dir / "checkpoints").resolve()))
+    assert final["version"] > deployment["checkpoints"]["v1"]["version"]
+    for split in ("train", "heldout"):
+        seeds = [[e["env_seed"] for e in deployment["splits"][split][k]["episodes"]]
+                 for k in ("v1", "final")]
+        assert seeds[0] == seeds[1] and len(seeds[0]) == 2
+        assert "gain" in deployment["splits"][split]
+    assert "deployment: 2 episodes per split" in out and "heldout  gain" in out
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from safari_msgs.srv import SetMode  # noqa: E402
 from safari_ros.bringup import Supervisor  # noqa: E402
 from safari_ros.config import action_specs, load_config, safety_limits  # noqa: E402
 from safari_ros.graph import node_specs  # noqa: E402
+from safari_ros.nodes.common import ns_stamp  # noqa: E402
 from safari_ros.robot import kinematics as kin  # noqa: E402
 
 CFG = load_config(REPO / "config" / "tabletop.yaml")
@@ -135,6 +136,7 @@ def test_nothing_reaching_the_controller_breaks_a_hard_limit(shield, node):
 
     rng = np.random.default_rng(0)
     checked = moved = refused = 0
+    previous: list[float] | None = None  # positions of the last trajectory sent
     for case in range(CASES):
         if case % 3:
             q = state_near_a_hazard(rng)
@@ -170,7 +172,13 @@ def test_nothing_reaching_the_controller_breaks_a_hard_limit(shield, node):
             assert np.all(np.isfinite(target)), "non-finite command sent"
             duration = (traj.points[-1].time_from_start.sec
                         + traj.points[-1].time_from_start.nanosec * 1e-9)
-            assert np.all(np.isfinite(q)), "a motion was sent for a NaN joint state"
+            sent = list(traj.points[-1].positions)
+            if not np.all(np.isfinite(q)):
+                # No new motion for a NaN joint state: the stop re-sends the last command.
+                assert sent == previous, "a motion was sent for a NaN joint state"
+                assert decision.input_valid == ShieldDecision.VIOLATION
+                continue
+            previous = sent
             moving = np.linalg.norm(target - q) > 1e-6
             # A motion ends at rest (JTC: cubic spline); a stop may give positions only.
             rates = list(traj.points[-1].velocities)
@@ -186,50 +194,121 @@ def test_nothing_reaching_the_controller_breaks_a_hard_limit(shield, node):
     assert moved > 10 and refused > 10 and checked > 50, (moved, refused, checked)
 
 
-@pytest.mark.flaky(reruns=1, reruns_delay=2)
-def test_a_joint_state_older_than_the_observation_means_stop(shield, node):
-    """A proposal answering a frame newer than the last joint state is not planned from that
-    state (a dead joint-state stream, or the pose from before a reset): stop, reason named."""
+def _listening(node):
+    """(decisions, trajectories) as they arrive, and the publishers of an executing shield."""
     decisions, trajectories = [], []
     node.create_subscription(ShieldDecision, TOPICS["shield_decision"], decisions.append, 50)
     node.create_subscription(JointTrajectory, TOPICS["controller_command"],
                              trajectories.append, 50)
-    joints_pub, proposal_pub = executing_shield(node)
+    return decisions, trajectories, *executing_shield(node)
+
+
+def _propose(node, proposal_pub, decisions, action, observation_stamp):
+    """Publish one proposal for `action` answering `observation_stamp`; its ShieldDecision."""
+    p = ActionProposal(action_index=action.index, action_name=action.name,
+                       action_names=[a.name for a in ACTIONS],
+                       probabilities=np.full(len(ACTIONS), 1 / len(ACTIONS), np.float32),
+                       constraint_probabilities=np.zeros(len(ACTIONS), np.float32))
+    p.header.stamp = node.get_clock().now().to_msg()
+    p.observation_stamp = observation_stamp
+
+    def answer():  # a watchdog stop may come in between
+        return next((d for d in decisions if d.observation_stamp == observation_stamp
+                     and d.proposed_action_name == action.name), None)
+
+    proposal_pub.publish(p)
+    assert spin_until(node, lambda: answer() is not None, 5), "no ShieldDecision"
+    spin_until(node, lambda: False, 0.1)
+    return answer()
+
+
+@pytest.mark.flaky(reruns=1, reruns_delay=2)
+def test_a_joint_state_older_than_the_observation_means_stop(shield, node):
+    """A proposal answering a frame newer than the last joint state is not planned from that
+    state (a dead joint-state stream, or the pose from before a reset): stop, reason named."""
+    decisions, trajectories, joints_pub, proposal_pub = _listening(node)
     up = next(a for a in ACTIONS if a.name == "move_up")
     lag = LIMITS.joint_state_max_lag_s + 0.2
 
     def propose(observation_ns: int) -> ShieldDecision:
-        p = ActionProposal(action_index=up.index, action_name=up.name,
-                           action_names=[a.name for a in ACTIONS],
-                           probabilities=np.full(len(ACTIONS), 1 / len(ACTIONS), np.float32),
-                           constraint_probabilities=np.zeros(len(ACTIONS), np.float32))
-        p.header.stamp = node.get_clock().now().to_msg()
-        p.observation_stamp.sec, p.observation_stamp.nanosec = divmod(observation_ns, 10**9)
-        proposal_pub.publish(p)
-
-        def answer() -> ShieldDecision | None:  # a watchdog stop may come in between
-            return next((d for d in decisions if d.observation_stamp == p.observation_stamp
-                         and d.proposed_action_name == up.name), None)
-
-        assert spin_until(node, lambda: answer() is not None, 5), "no ShieldDecision"
-        spin_until(node, lambda: False, 0.1)
-        return answer()
+        return _propose(node, proposal_pub, decisions, up, ns_stamp(observation_ns))
 
     js = JointState(name=NAMES, position=[*HOME.tolist(), 0.04, 0.04], velocity=[0.0] * 9,
                     effort=[0.0] * 9)
-    js.header.stamp = node.get_clock().now().to_msg()
-    joint_ns = js.header.stamp.sec * 10**9 + js.header.stamp.nanosec
+    # The joint state `lag` in the past, the new frame now: observation stamps from the future
+    # are refused by the watchdog in their own right.
+    now_ns = node.get_clock().now().nanoseconds
+    joint_ns = now_ns - int(lag * 1e9)
+    js.header.stamp.sec, js.header.stamp.nanosec = divmod(joint_ns, 10**9)
     joints_pub.publish(js)
     spin_until(node, lambda: False, 0.1)
 
     n_traj = len(trajectories)
-    stale = propose(joint_ns + int(lag * 1e9))
+    stale = propose(now_ns)
     assert stale.intervened and stale.executed_action_name == "stop"
     assert stale.watchdog == ShieldDecision.VIOLATION
     assert "joint_state" in stale.reason, stale.reason
     for traj in trajectories[n_traj:]:  # only a hold at the measured pose went out
         np.testing.assert_allclose(traj.points[-1].positions[:7], HOME, atol=1e-9)
 
-    current = propose(joint_ns)  # the same move, answering the frame of that joint state
+    js.header.stamp = node.get_clock().now().to_msg()  # a current joint state, its frame
+    joints_pub.publish(js)
+    spin_until(node, lambda: False, 0.1)
+    current = propose(js.header.stamp.sec * 10**9 + js.header.stamp.nanosec)
     assert not current.intervened, current.reason
     assert current.executed_action_name == "move_up"
+
+
+@pytest.mark.flaky(reruns=1, reruns_delay=2)
+def test_a_stop_without_a_trustworthy_joint_state_resends_the_last_target(shield, node):
+    """A NaN joint state: the stop cannot hold a measured pose, so the shield re-sends the point
+    it last commanded (the rest of a motion it checked) and says so in the decision."""
+    decisions, trajectories, joints_pub, proposal_pub = _listening(node)
+    up = next(a for a in ACTIONS if a.name == "move_up")
+
+    def joint_state(position):
+        js = JointState(name=NAMES, position=[*position, 0.04, 0.04], velocity=[0.0] * 9,
+                        effort=[0.0] * 9)
+        js.header.stamp = node.get_clock().now().to_msg()
+        joints_pub.publish(js)
+        spin_until(node, lambda: False, 0.1)
+        return js.header.stamp
+
+    moved = _propose(node, proposal_pub, decisions, up, joint_state(HOME.tolist()))
+    assert not moved.intervened, moved.reason
+    assert trajectories, "no motion sent"
+    target = list(trajectories[-1].points[-1].positions)
+    n_traj = len(trajectories)
+    broken = _propose(node, proposal_pub, decisions, up, joint_state([float("nan")] * 7))
+    assert broken.executed_action_name == "stop" and broken.intervened
+    assert broken.input_valid == ShieldDecision.VIOLATION
+    assert "re-sent the last commanded target" in broken.reason, broken.reason
+    sent = trajectories[n_traj:]
+    assert sent, "the stop sent nothing"
+    for traj in sent:
+        np.testing.assert_allclose(traj.points[-1].positions, target)
+
+
+def test_a_stop_before_any_joint_state_says_what_the_controller_does(node):
+    """No joint state and nothing commanded yet: nothing can be sent (a point needs positions),
+    so the controller keeps holding; the shield says so, once in its log, and in a decision."""
+    from safari_ros.nodes.shield_node import CONTROLLER_HOLDS, ShieldNode
+
+    decisions = []
+    node.create_subscription(ShieldDecision, TOPICS["shield_decision"], decisions.append, 50)
+    fresh = ShieldNode()  # in this process, never spun: it sees no joint state
+    try:
+        assert spin_until(node, lambda: fresh.decisions.get_subscription_count() > 0, 10)
+        assert fresh.send_stop("test") == CONTROLLER_HOLDS and fresh.untrusted_said
+        fresh.stop_and_report("estop")
+
+        def said():
+            return next((d for d in decisions if d.reason.startswith("estop;")), None)
+
+        assert spin_until(node, lambda: said() is not None, 5), "no decision for the stop"
+        decision = said()
+        assert decision.executed_action_name == "stop"
+        assert decision.input_valid == ShieldDecision.VIOLATION
+        assert CONTROLLER_HOLDS in decision.reason
+    finally:
+        fresh.destroy_node()

@@ -54,7 +54,23 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         if key not in data:
             raise ConfigError(f"config file {p} lacks the '{key}' section")
     data["_path"] = str(p)
+    _resolve_files(data, p.resolve().parent)
     return data
+
+
+# Files named in the YAML, by section and key: a relative path names a file beside the YAML (the
+# repository's models/ from config/, or the installed share folder), wherever the command runs.
+FILE_KEYS = (("learning", "backbone", "weights"), ("learning", "backbone", "model_config_dir"))
+
+
+def _resolve_files(data: dict[str, Any], base: Path) -> None:
+    for *sections, key in FILE_KEYS:
+        node: Any = data
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        value = node.get(key) if isinstance(node, dict) else None
+        if value and not Path(str(value)).expanduser().is_absolute():
+            node[key] = os.path.normpath(base / str(value))
 
 
 @dataclass(frozen=True)

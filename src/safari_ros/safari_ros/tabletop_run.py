@@ -4,16 +4,20 @@ First, unless a checkpoint is given, it pre-trains the adapters offline from ora
 demonstrations recorded as a rosbag2 MCAP bag (safari_pretrain demos + train), as a robot would
 pre-train from its logs before the arm moves. Then it starts the node graph of the config (sim,
 perception, policy, shield, learner) as separate processes, switches the shield to `learn`, runs
-episodes through the RunEpisode action, prints one line per episode and writes
-run_dir/report.json and run_dir/learning_curves.png.
+episodes through the RunEpisode action, prints one line per episode, has the learner save its
+final adapters and stops the stack. Last, without ROS, it deploys the pre-trained adapters (v1)
+and the final ones greedily through the stack's shield on the same fresh seeds of both task
+splits (safari_ros.evaluation.deployment), prints that table and writes run_dir/report.json and
+run_dir/learning_curves.png.
 
-    safari_tabletop [--episodes N] [--pretrain-episodes N] [--config PATH] [--run-dir DIR]
-                    [name:=value ...]
+    safari_tabletop [--episodes N] [--pretrain-episodes N] [--deploy-episodes N]
+                    [--config PATH] [--run-dir DIR] [name:=value ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import sys
 import time
@@ -21,11 +25,19 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from safari_ros.bringup import Supervisor, interrupt_on_signals, parse_launch_args
 from safari_ros.config import load_config
+from safari_ros.evaluation.deployment import (
+    DeploymentSeeds,
+    check_disjoint,
+    check_targets,
+    evaluate_deployment,
+)
 from safari_ros.graph import node_specs
 from safari_ros.pretrain import cli as pretrain_cli
-from safari_ros.report import write_report
+from safari_ros.report import deployment_table, write_report
 
 log = logging.getLogger("safari_tabletop")
 
@@ -41,9 +53,10 @@ class StackClient:
 
         from safari_msgs.action import RunEpisode
         from safari_msgs.msg import Feedback, LearnerStatus
-        from safari_msgs.srv import SetMode
+        from safari_msgs.srv import SaveAdapters, SetMode
 
         self.rclpy, self.RunEpisode, self.SetMode = rclpy, RunEpisode, SetMode
+        self.SaveAdapters = SaveAdapters
         # rclpy's handler would shut the context down under us; main() handles the signals
         rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
         self.node = Node("safari_tabletop")
@@ -54,6 +67,7 @@ class StackClient:
         self.node.create_subscription(LearnerStatus, cfg["topics"]["learner_status"],
                                       self._on_status, 10)
         self.set_mode_client = self.node.create_client(SetMode, "/safari/set_mode")
+        self.save_client = self.node.create_client(SaveAdapters, "/safari/save_adapters")
         self.episodes = ActionClient(self.node, RunEpisode, "/safari/run_episode")
 
     def _on_status(self, msg: Any) -> None:
@@ -71,7 +85,7 @@ class StackClient:
         while time.monotonic() < deadline:
             alive()
             if (self.set_mode_client.service_is_ready() and self.episodes.server_is_ready()
-                    and self.status is not None):
+                    and self.save_client.service_is_ready() and self.status is not None):
                 return
             self.rclpy.spin_once(self.node, timeout_sec=0.2)
         raise TimeoutError(f"the stack did not come up within {timeout_s:.0f} s")
@@ -95,6 +109,15 @@ class StackClient:
     def set_mode(self, mode: int, alive: Any) -> None:
         """SetMode on the shield."""
         self.call(self.set_mode_client.call_async(self.SetMode.Request(mode=mode)), 10, alive)
+
+    def save_adapters(self, alive: Any) -> str:
+        """Have the learner write its adapters now (its next version); returns the path. Its
+        periodic checkpoints lag the last updates by up to checkpoint_every_updates."""
+        response = self.call(self.save_client.call_async(self.SaveAdapters.Request()), 120,
+                             alive)
+        if not response.success:
+            raise RuntimeError(f"the learner could not save its adapters: {response.message}")
+        return str(response.checkpoint.path)
 
     def run_episode(self, alive: Any, timeout_s: float = 600) -> Any:
         """One learning episode (the simulator samples the task)."""
@@ -139,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-episodes", type=int, default=None,
                         help="oracle demonstrations per task template for offline pre-training "
                              "(default: run.pretrain_episodes_per_template; 0: none)")
+    parser.add_argument("--deploy-episodes", type=int, default=None,
+                        help="deployment episodes per split after learning, for the pre-trained "
+                             "and the final adapters (default: run.deploy_episodes; 0: none)")
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="output folder (default: the run_dir launch argument)")
     parser.add_argument("--keep-replay", action="store_true",
@@ -157,10 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     episodes = ns.episodes or int(run_cfg.get("episodes", 30))
     demos = (ns.pretrain_episodes if ns.pretrain_episodes is not None
              else int(run_cfg.get("pretrain_episodes_per_template", 0)))
+    deploy_episodes = (ns.deploy_episodes if ns.deploy_episodes is not None
+                       else int(run_cfg.get("deploy_episodes", 20)))
+    demo_seed = int(run_cfg.get("demo_seed", 0))
+    seeds = DeploymentSeeds(int(run_cfg.get("deploy_seed_base", 1_000_000_000)),
+                            max(0, deploy_episodes))
+    # Before anything runs: no deployment episode may replay a scene learned from.
+    try:
+        check_disjoint(seeds, online_and_demo_seeds(cfg, episodes, demo_seed))
+    except ValueError as exc:
+        raise SystemExit(f"safari_tabletop: {exc}") from exc
     pretrain_meta: dict[str, Any] = {}
     if demos > 0 and not given.get("checkpoint"):
         given["checkpoint"], pretrain_meta = pretrain(cfg, run_dir / "pretrain", demos,
-                                                      int(run_cfg.get("pretrain_epochs", 10)))
+                                                      int(run_cfg.get("pretrain_epochs", 10)),
+                                                      demo_seed)
     if not ns.keep_replay:
         moved = set_aside_previous_run(run_dir)
         if moved is not None:
@@ -177,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     client = None
     code = 0
+    final_checkpoint = ""
     interrupt_on_signals()  # Ctrl-C or kill: stop the stack and write the report so far
     try:
         sup.start()
@@ -212,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                   + (f"  costs {rows[-1]['cost_sources']}" if rows[-1]["cost_sources"] else ""),
                   flush=True)
         client.set_mode(client.SetMode.Request.IDLE, alive)
+        if seeds.episodes:
+            final_checkpoint = client.save_adapters(alive)
     except KeyboardInterrupt:
         log.warning("interrupted: stopping the stack and writing what there is")
         code = 130
@@ -222,17 +262,78 @@ def main(argv: list[str] | None = None) -> int:
         if client is not None:
             client.close()
         sup.stop()
+    online_s = round(time.monotonic() - started, 1)
+    deployment = None
+    if code == 0 and final_checkpoint:
+        try:
+            deployment = deploy(cfg, given, seeds, final_checkpoint)
+        except KeyboardInterrupt:
+            log.warning("interrupted during the deployment evaluation: reporting without it")
+            code = 130
+        except Exception:  # the online episodes' report is still worth writing
+            log.exception("the deployment evaluation failed: reporting without it")
+            code = 1
     meta = {"config": cfg["_path"], "launch_arguments": given, "pretrain": pretrain_meta,
             "backbone": f"{cfg['learning']['backbone']['architecture']} "
                         f"({cfg['learning']['backbone']['weights'] or 'random init'})",
-            "wall_s": round(time.monotonic() - started, 1)}
-    paths = write_report(rows, run_dir, meta)
+            "online_wall_s": online_s, "wall_s": round(time.monotonic() - started, 1)}
+    paths = write_report(rows, run_dir, meta, deployment)
+    if deployment is not None:
+        print(deployment_table(deployment))
     print(f"report: {paths['json']}  curves: {paths['png']}")
     return code
 
 
+def online_and_demo_seeds(cfg: dict[str, Any], episodes: int,
+                          demo_seed: int) -> dict[str, range | set[int]]:
+    """The seeds the other phases use: sim_node seeds episode e's scene with its `seed`
+    parameter + e; the demonstrations seed their generator with demo_seed."""
+    first = int(cfg["nodes"]["sim_node"]["parameters"].get("seed", 0))  # sim_node's default: 0
+    return {"online episodes (sim_node)": range(first, first + episodes),
+            "demonstrations": {demo_seed}}
+
+
+def deploy(cfg: dict[str, Any], given: dict[str, str], seeds: DeploymentSeeds,
+           final_checkpoint: str) -> dict[str, Any]:
+    """The deployment section: v1 (the checkpoint the nodes started from, or their fresh
+    adapters) and the learner's final adapters, on this machine's device, without ROS."""
+    from safari_ros.evaluation.compute import resolve_device
+
+    cfg = copy.deepcopy(cfg)
+    if given.get("weights"):  # as the nodes apply the launch argument (relative to the cwd)
+        cfg["learning"]["backbone"]["weights"] = str(Path(given["weights"]).expanduser()
+                                                     .resolve())
+    run_cfg = cfg.get("run", {})
+    device = resolve_device(given.get("device", cfg["launch_arguments"]["device"]["default"]))
+    log.info("deployment: %d episodes per split for v1 and the final adapters", seeds.episodes)
+
+    done: Counter[tuple[str, str]] = Counter()
+
+    def progress(label: str, split: str, rec: Any) -> None:
+        done[label, split] += 1
+        log.info("deployed %s on %s: %d/%d episodes, last: success %d cost %.0f "
+                 "interventions %d", label, split, done[label, split], seeds.episodes,
+                 rec.success, rec.cost, rec.interventions)
+
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and run_cfg.get("deploy_torch_threads"):
+        torch.set_num_threads(int(run_cfg["deploy_torch_threads"]))
+    used = torch.get_num_threads()
+    try:
+        section = evaluate_deployment(
+            cfg, {"v1": given.get("checkpoint") or None, "final": final_checkpoint}, seeds,
+            num_envs=int(run_cfg.get("deploy_num_envs", 4)), device=device,
+            init_seed=int(cfg["nodes"]["policy_node"]["parameters"].get("seed", 0)),
+            on_episode=progress)
+    finally:
+        torch.set_num_threads(threads)
+    section["protocol"]["torch_threads"] = used
+    check_targets(section, run_cfg.get("deploy_targets", {}))
+    return section
+
+
 def pretrain(cfg: dict[str, Any], folder: Path, episodes_per_template: int,
-             epochs: int) -> tuple[str, dict[str, Any]]:
+             epochs: int, demo_seed: int = 0) -> tuple[str, dict[str, Any]]:
     """Oracle demonstrations -> bag -> offline pre-training; returns (checkpoint, its report).
 
     Both are reused by the next run unless what made them changed (the config sections they
@@ -244,7 +345,8 @@ def pretrain(cfg: dict[str, Any], folder: Path, episodes_per_template: int,
     import safari_ros
 
     made_of = {k: cfg[k] for k in ("actions", "safety", "sim", "learning")}
-    made_of.update(episodes=episodes_per_template, epochs=epochs, version=safari_ros.__version__)
+    made_of.update(episodes=episodes_per_template, epochs=epochs, demo_seed=demo_seed,
+                   version=safari_ros.__version__)
     fingerprint = hashlib.sha256(
         json.dumps(made_of, sort_keys=True, default=str).encode()).hexdigest()
     stamp = folder / "fingerprint"
@@ -259,7 +361,7 @@ def pretrain(cfg: dict[str, Any], folder: Path, episodes_per_template: int,
     if not bag.exists():
         log.info("recording %d oracle demonstrations per template to %s", episodes_per_template,
                  bag)
-        if pretrain_cli.main(["demos", *common, "--out", str(bag),
+        if pretrain_cli.main(["demos", *common, "--out", str(bag), "--seed", str(demo_seed),
                               "--episodes-per-template", str(episodes_per_template)]):
             raise SystemExit("recording the demonstrations failed")
     if not checkpoint.exists():

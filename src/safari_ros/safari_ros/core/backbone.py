@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -32,8 +33,12 @@ __all__ = [
     "FrozenClip",
     "TextEncoder",
     "check_vit_architecture",
+    "check_weights_card",
     "file_sha256",
     "load_backbone",
+    "normalize_images",
+    "resize_center_crop",
+    "weights_card_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,40 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def weights_card_path(weights: str | os.PathLike[str]) -> Path:
+    """The machine-readable model card that travels with a weights file (x.safetensors ->
+    x.card.json), as `safari_pretrain backbone` writes it."""
+    p = Path(weights)
+    return p.with_name(p.name.split(".")[0] + ".card.json")
+
+
+def check_weights_card(path: Path, architecture: str, sha256: str) -> dict | None:
+    """The weights' model card, after checking that it describes this very file and this
+    architecture; None when the file has no card (real CLIP weights have none). BackboneError
+    on a mismatch: a truncated, altered or swapped file is never loaded."""
+    card_file = weights_card_path(path)
+    if not card_file.is_file():
+        return None
+    try:
+        card = json.loads(card_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BackboneError(f"model card {card_file} is unreadable: {exc}") from exc
+    if card.get("sha256") != sha256:
+        raise BackboneError(
+            f"weights file {path} (sha256 {sha256[:16]}..., {path.stat().st_size} bytes) does not "
+            f"match its model card {card_file.name} (sha256 {str(card.get('sha256'))[:16]}..., "
+            f"{card.get('bytes')} bytes): the file is truncated, altered or not the one the "
+            f"card describes. Restore it (git checkout -- {path.name}) or rebuild it with: "
+            f"{card.get('made_with', {}).get('command') or 'safari_pretrain backbone'}"
+        )
+    if card.get("architecture") != architecture:
+        raise BackboneError(
+            f"weights file {path} is a {card.get('architecture')} model (its card says so) but "
+            f"learning.backbone.architecture is {architecture}"
+        )
+    return card
 
 
 def check_vit_architecture(name: str) -> dict:
@@ -110,6 +149,27 @@ def adapted_block_forward(
     for adapter in adapters:
         x = adapter(x)
     return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (B, H, W, 3) RGB -> float (B, 3, size, size) in [0, 1]: the shorter side resized to
+    `size` (bicubic, antialiased), then centre-cropped; CLIP's own geometry, on tensors so that
+    it also runs on the GPU. The backbone's pre-training data goes through the same function."""
+    x = images.permute(0, 3, 1, 2).float() / 255.0
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[..., top : top + size, left : left + size].clamp(0.0, 1.0)
+
+
+def normalize_images(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(B, 3, S, S) in [0, 1] -> normalised with the model's mean and std."""
+    m = torch.tensor(tuple(mean), device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(tuple(std), device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - m) / s
 
 
 class TextEncoder:
@@ -209,18 +269,8 @@ class FrozenClip(nn.Module):
             x = x[None]
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"expected (B, H, W, 3) RGB images, got shape {tuple(x.shape)}")
-        x = x.to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        s = self.image_size
-        h, w = x.shape[-2:]
-        scale = s / min(h, w)
-        nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
-        if (nh, nw) != (h, w):
-            x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
-        top, left = (nh - s) // 2, (nw - s) // 2
-        x = x[..., top : top + s, left : left + s].clamp(0.0, 1.0)
-        mean = torch.tensor(self.image_mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_std, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        x = resize_center_crop(x.to(self.device), self.image_size)
+        return normalize_images(x, self.image_mean, self.image_std)
 
     def forward_prefix(self, images: torch.Tensor, k: int) -> torch.Tensor:
         """Normalised images (B, 3, S, S) -> residual stream entering block k, (B, N, D).
@@ -275,14 +325,26 @@ def load_backbone(cfg: BackboneConfig, device: str | torch.device = "cpu") -> Fr
                 "learning.backbone.weights at a local .safetensors/.pt/.bin file, or set it to "
                 "'' for a random init)"
             )
-        backbone_id = f"{cfg.architecture}@sha256:{file_sha256(path)}"
+        sha = file_sha256(path)
+        backbone_id = f"{cfg.architecture}@sha256:{sha}"
+        card = check_weights_card(path, cfg.architecture, sha)
         try:
             with _offline():
                 clip = open_clip.create_model(cfg.architecture, pretrained=str(path), **kwargs)
         except Exception as exc:
             raise BackboneError(
-                f"could not load {cfg.architecture} weights from {path}: {exc}"
+                f"could not load {cfg.architecture} weights from {path}: {exc} (do the weights "
+                "fit learning.backbone.architecture and image_size?)"
             ) from exc
+        if card is not None:
+            heldout = card.get("heldout", {}).get("retrieval", {})
+            log.info("backbone: %s from %s (model card %s: held-out image->text top-1 %.2f, "
+                     "chance %.2f; sha256 checked)", cfg.architecture, path,
+                     weights_card_path(path).name, heldout.get("image_to_text_top1", float("nan")),
+                     heldout.get("chance_top1", float("nan")))
+        else:
+            log.info("backbone: %s from %s (sha256 %s, no model card)", cfg.architecture, path,
+                     sha[:12])
     else:
         log.warning(
             "!!! learning.backbone.weights is empty: %s is RANDOMLY INITIALISED (seed %d). "

@@ -16,7 +16,6 @@ import copy
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,6 +33,9 @@ from safari_ros.core.losses import (
     td_loss,
 )
 from safari_ros.core.model import SafariModel
+
+# The learned check lives with the rest of the shield; re-exported for the core's callers.
+from safari_ros.safety.shield import ShieldResult, shield_action
 
 __all__ = [
     "EpisodeCostWindow",
@@ -126,32 +128,6 @@ class EpisodeCostWindow:
         self.discounted = deque(discounted, maxlen=self.discounted.maxlen)
         self.undiscounted = deque(undiscounted, maxlen=self.undiscounted.maxlen)
         self.episodes = episodes
-
-
-@dataclass(frozen=True)
-class ShieldResult:
-    """The shield's learned-constraint decision for one proposal."""
-
-    action: int  # the action to execute
-    intervened: bool
-    reason: str  # "" when the proposal passes
-
-
-def shield_action(
-    proposed: int, constraint: Sequence[float], tau_safe: float, backup: int
-) -> ShieldResult:
-    """Execute `proposed` only if C(s, proposed) < tau_safe; otherwise the backup action.
-
-    Fails closed: an out-of-range index or a non-finite / out-of-[0,1] C also yields the backup.
-    """
-    if not 0 <= proposed < len(constraint):
-        return ShieldResult(backup, True, f"invalid_action_index:{proposed}")
-    c = float(constraint[proposed])
-    if not (math.isfinite(c) and 0.0 <= c <= 1.0):
-        return ShieldResult(backup, True, f"invalid_constraint_value:{c}")
-    if c < tau_safe:
-        return ShieldResult(proposed, False, "")
-    return ShieldResult(backup, backup != proposed, f"learned:C={c:.3f}>={tau_safe:.3f}")
 
 
 class ScapoLearner:

@@ -20,16 +20,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from safari_ros.config import action_specs, safety_limits
 from safari_ros.core.batch import STATE_FIELDS, StateBatch
 from safari_ros.core.features import pool_depth, proprio_vector
 from safari_ros.core.heads import HeadOutputs
 from safari_ros.core.losses import entropy
 from safari_ros.core.replay import ReplayBuffer, Transition, refusal_transition
 from safari_ros.core.scapo import ScapoLearner
-from safari_ros.robot import kinematics as kin
-from safari_ros.robot.primitives import PrimitivePlanner, shielded_plan
-from safari_ros.safety.shield import Shield
+from safari_ros.robot.primitives import PrimitivePlanner
+from safari_ros.safety.shield import ArmState, Shield
 from safari_ros.sim import ENV_ID
 from safari_ros.sim.tabletop import TabletopSim
 
@@ -84,8 +82,7 @@ class ShieldGate:
         self.learned = self.enabled and bool(setting["learned_check"])
         self.critic = setting["learned_critic"]
         self.gamma = gamma
-        self.shield = Shield(safety_limits(cfg), action_specs(cfg), kin.JOINT_LOWER,
-                             kin.JOINT_UPPER, kin.JOINT_VELOCITY_LIMIT)
+        self.shield = Shield(cfg)
         self.planners = [PrimitivePlanner(cfg) for _ in range(n_envs)]
         self.open = float(cfg["sim"]["gripper_open_m"])
         self.finger_targets = [self.open] * n_envs  # what the shield last commanded, per env
@@ -112,10 +109,11 @@ class ShieldGate:
         if not self.enabled:
             return proposed, False, False
         js = sim.joint_state()
-        verdict, plan = shielded_plan(self.shield, self.planners[i], proposed, row, js.position,
-                                      js.velocity, self.finger_targets[i])
-        if plan is not None:
-            self.finger_targets[i] = plan.finger_target
+        verdict = self.shield.decide(proposed, row, ArmState(js.position[:7], js.velocity[:7],
+                                                             self.finger_targets[i]),
+                                     planner=self.planners[i])
+        if verdict.plan is not None:
+            self.finger_targets[i] = verdict.plan.finger_target
         return verdict.executed.index, verdict.intervened, verdict.hard_limit_refusal
 
 

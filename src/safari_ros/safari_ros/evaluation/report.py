@@ -126,7 +126,10 @@ def _curves(runs: list[dict[str, Any]], window: int) -> dict[str, list[list[floa
     return {"success": success, "cumulative_cost": cumulative}
 
 
-def _plot_band(ax, series: list[list[float]], label: str) -> None:
+def _plot_band(ax, series: list[list[float]], label: str, clip: tuple[float, float] | None = None
+               ) -> None:
+    """Mean over seeds with the seeds' 95% t interval as a band (clipped to `clip`: a rate's
+    interval cannot leave [0, 1] however few the seeds)."""
     n = min(len(s) for s in series)
     if n == 0:
         return
@@ -134,8 +137,11 @@ def _plot_band(ax, series: list[list[float]], label: str) -> None:
     x = list(range(1, n + 1))
     line = ax.plot(x, [c.mean for c in stats], label=label)[0]
     if len(series) > 1:
-        ax.fill_between(x, [c.low for c in stats], [c.high for c in stats],
-                        color=line.get_color(), alpha=0.15)
+        low, high = [c.low for c in stats], [c.high for c in stats]
+        if clip is not None:
+            low = [min(max(v, clip[0]), clip[1]) for v in low]
+            high = [min(max(v, clip[0]), clip[1]) for v in high]
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
 
 
 def plot_curves(
@@ -148,7 +154,7 @@ def plot_curves(
         if r["status"] == "ok":
             ok[r["name"]].append(r)
     curves = {name: _curves(runs, window) for name, runs in ok.items()}
-    labels = {"success": f"success rate (last {window} episodes)",
+    labels = {"success": f"success rate (last {window} episodes; band: 95% t over seeds)",
               "cumulative_cost": "cumulative violations (sum of c_t)"}
     ablation_groups = [g for g in plan.groups if g != METHODS_GROUP]
     paths = []
@@ -157,13 +163,16 @@ def plot_curves(
             if not groups:
                 continue
             fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4), squeeze=False)
+            rate = metric == "success"
             for ax, group in zip(axes[0], groups, strict=True):
                 for name in plan.groups[group]:
                     if name in curves:
-                        _plot_band(ax, curves[name][metric], name)
+                        _plot_band(ax, curves[name][metric], name, (0.0, 1.0) if rate else None)
                 ax.set_title(group)
                 ax.set_xlabel("training episode")
                 ax.set_ylabel(ylabel)
+                if rate:  # the same fixed axis in every report (an all-zero curve included)
+                    ax.set_ylim(0.0, 1.0)
                 ax.grid(alpha=0.3)
                 ax.legend(fontsize=8)
             fig.tight_layout()

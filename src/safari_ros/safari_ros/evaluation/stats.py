@@ -1,7 +1,9 @@
-"""Statistics of the report: mean with a Student-t 95% interval over seeds, learning-curve helpers.
+"""Statistics of the reports: mean with a Student-t 95% interval, Wilson's interval of a success
+rate, Newcombe's intervals of a difference of success rates, learning-curve helpers.
 
 The t quantile is computed here (regularised incomplete beta by Lentz's continued fraction,
-then bisection) because SciPy is not a dependency of the project.
+then bisection) because SciPy is not a dependency of the project; the normal quantile comes
+from the standard library (statistics.NormalDist).
 """
 
 from __future__ import annotations
@@ -9,8 +11,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any
 
-__all__ = ["Interval", "mean_ci", "moving_average", "steps_to_target", "t_cdf", "t_quantile"]
+__all__ = [
+    "Interval",
+    "mean_ci",
+    "moving_average",
+    "newcombe_paired_difference",
+    "newcombe_unpaired_difference",
+    "steps_to_target",
+    "t_cdf",
+    "t_quantile",
+    "wilson",
+]
 
 
 def _betacf(a: float, b: float, x: float, iters: int = 300, eps: float = 1e-15) -> float:
@@ -88,6 +102,17 @@ class Interval:
             return f"{self.mean:.{digits}f}"
         return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
+    def contains(self, value: float) -> bool:
+        """low <= value <= high (False without an interval)."""
+        return self.low <= value <= self.high
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: NaN (no interval) becomes null, which strict JSON readers accept."""
+        def num(x: float) -> float | None:
+            return None if math.isnan(x) else x
+
+        return {"mean": num(self.mean), "low": num(self.low), "high": num(self.high), "n": self.n}
+
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
     """Mean and t interval: mean +- t_{(1+c)/2, n-1} * s / sqrt(n), s the sample std (n-1)."""
@@ -124,3 +149,71 @@ def steps_to_target(
         if i + 1 >= window and rate >= target:
             return int(env_steps[i])
     return None
+
+
+def _z(confidence: float) -> float:
+    return NormalDist().inv_cdf((1.0 + confidence) / 2.0)
+
+
+def wilson(successes: int, n: int, confidence: float = 0.95) -> Interval:
+    """Success rate successes/n with Wilson's score interval. Unlike the normal (Wald) interval
+    it stays inside [0, 1] and is not empty at 0 or n successes, which small evaluations with
+    rates near 0 or 1 hit all the time."""
+    if not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    z = _z(confidence)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # Clamp rounding only: mathematically the bounds lie in [0, 1] and bracket p.
+    return Interval(p, max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)), n)
+
+
+def newcombe_unpaired_difference(
+    successes_a: int, n_a: int, successes_b: int, n_b: int, confidence: float = 0.95
+) -> Interval:
+    """p_a - p_b of two independent samples with Newcombe's hybrid score interval (Newcombe 1998,
+    Stat Med 17:873, method 10): each rate's Wilson interval, combined by square-and-add."""
+    a, b = wilson(successes_a, n_a, confidence), wilson(successes_b, n_b, confidence)
+    return _square_and_add(a, b, 0.0, n_a + n_b)
+
+
+def newcombe_paired_difference(
+    a: Sequence[bool], b: Sequence[bool], confidence: float = 0.95
+) -> Interval:
+    """p_a - p_b of paired binary outcomes (a[i] and b[i] on the same episode seed) with
+    Newcombe's square-and-add interval for paired data (Newcombe 1998, Stat Med 17:2635,
+    method 10; as in Fagerland, Lydersen & Laake, Statistical Analysis of Contingency Tables,
+    ch. 8): each rate's Wilson interval, combined with the estimated correlation phi of the two
+    outcomes, so that pairs which agree (the seed decides, not the adapters) narrow the interval.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need equal lengths, got {len(a)} and {len(b)}")
+    n = len(a)
+    both = sum(1 for x, y in zip(a, b, strict=True) if x and y)
+    only_a = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
+    neither = n - both - only_a - only_b
+    rows = (both + only_a, only_b + neither)  # a succeeded / failed
+    cols = (both + only_b, only_a + neither)  # b succeeded / failed
+    phi = 0.0
+    if n and min(*rows, *cols) > 0:
+        # Newcombe's phi: the cross-product difference shrunk by n/2 towards 0 when positive
+        # (a continuity correction that keeps the interval from being too narrow).
+        cross = both * neither - only_a * only_b
+        shrunk = cross - n / 2 if cross > n / 2 else (0.0 if cross >= 0 else cross)
+        phi = shrunk / math.sqrt(rows[0] * rows[1] * cols[0] * cols[1])
+    return _square_and_add(wilson(rows[0], n, confidence), wilson(cols[0], n, confidence), phi, n)
+
+
+def _square_and_add(a: Interval, b: Interval, phi: float, n: int) -> Interval:
+    if a.n == 0 or b.n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    d = a.mean - b.mean
+    down_a, up_a = a.mean - a.low, a.high - a.mean
+    down_b, up_b = b.mean - b.low, b.high - b.mean
+    low = d - math.sqrt(max(0.0, down_a**2 + up_b**2 - 2 * phi * down_a * up_b))
+    high = d + math.sqrt(max(0.0, up_a**2 + down_b**2 - 2 * phi * up_a * down_b))
+    return Interval(d, max(-1.0, low), min(1.0, high), n)

@@ -13,6 +13,7 @@ all), wait_for_subscribers_s (wait up to this long until every topic has a subsc
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 from typing import Any
 
@@ -86,8 +87,19 @@ class BagPlayer(Node):
                 break
 
 
+USAGE = ("usage: bag_player --ros-args -p bag:=PATH [-p rate:=1.0] [-p loop:=true] "
+         "[-p topics:=\"['/topic', ...]\"] [-p wait_for_subscribers_s:=0.0]")
+
+
 def main(args: list[str] | None = None) -> None:
-    """Play the bag, then shut down (Ctrl-C stops early)."""
+    """Play the bag, then shut down (Ctrl-C stops early). -h / --help before --ros-args prints
+    the usage without starting ROS (rclpy passes it over, and the node would stop on its empty
+    `bag` parameter)."""
+    argv = sys.argv[1:] if args is None else args
+    own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
+    if "-h" in own or "--help" in own:
+        print(f"{USAGE}\n\n{__doc__}")
+        return
     rclpy.init(args=args)
     node: Any = None
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -137,8 +138,8 @@ def model_parameters(node: Node, cfg: dict[str, Any], build: Callable[..., Any])
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(max(1, int(threads)))
-    if weights:
-        cfg["learning"]["backbone"]["weights"] = weights
+    if weights:  # a command-line path is relative to where the command runs
+        cfg["learning"]["backbone"]["weights"] = str(Path(weights).expanduser().resolve())
     torch.manual_seed(int(seed))
     model = build(cfg, device=device)
     node.get_logger().info(f"model {model.backbone_id} on {device}")

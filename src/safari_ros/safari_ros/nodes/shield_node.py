@@ -5,6 +5,12 @@ C(s,a) < tau_safe (safari_ros.safety); what passes is sent to the controller as 
 trajectory_msgs/JointTrajectory, anything else is replaced by the configured backup action.
 A watchdog sends stop when proposals or observations go stale. Deactivation, e-stop and
 shutdown send stop first. Every decision is published as safari_msgs/ShieldDecision.
+
+A stop is a one-point trajectory at the measured pose. Without a trustworthy joint state (none
+yet, or NaN) the node still acts: it re-sends the target it last commanded (the remainder of a
+motion it checked; JTC then holds there), or, when it has commanded nothing, leaves the
+controller holding where it is; it says so once in the log and in every ShieldDecision until a
+trustworthy joint state returns (input_valid = VIOLATION, reason naming what was done).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from safari_msgs.msg import ActionProposal, ShieldDecision
 from safari_msgs.srv import SetMode
-from safari_ros.config import action_specs, safety_limits
+from safari_ros.config import safety_limits
 from safari_ros.nodes.common import (
     LATCHED_QOS,
     RELIABLE_QOS,
@@ -37,14 +43,24 @@ from safari_ros.nodes.common import (
     stamp_ns,
 )
 from safari_ros.robot import kinematics as kin
-from safari_ros.robot.primitives import PrimitivePlanner, shielded_plan
-from safari_ros.safety.shield import CHECKS, Check, Shield, ShieldVerdict
+from safari_ros.robot.primitives import PlannedMotion
+from safari_ros.safety.shield import (
+    CHECKS,
+    HARD_LIMITS,
+    Ages,
+    ArmState,
+    Check,
+    Shield,
+    ShieldVerdict,
+)
 
 MODE_NAMES = {SetMode.Request.IDLE: "idle", SetMode.Request.EXECUTE: "execute",
               SetMode.Request.LEARN: "learn", SetMode.Request.PAUSE: "pause",
               SetMode.Request.ESTOP: "estop", SetMode.Request.HOME: "home"}
 JOINTS = (*kin.ARM_JOINTS, kin.FINGER_JOINTS[0])
 STOP_SETTLE_S = 0.05  # a stop trajectory's single point: reach the measured pose at once
+HELD_LAST_TARGET = "stop_without_joint_state:re-sent the last commanded target"
+CONTROLLER_HOLDS = "stop_without_joint_state:nothing commanded yet, the controller holds"
 
 
 def _duration(seconds: float) -> Duration:
@@ -68,16 +84,18 @@ class ShieldNode(LifecycleNode):
         self.autostart = declare(self, "autostart", True, "configure and activate at start-up")
         self.watchdog_period = declare(self, "watchdog_period_s", 0.05,
                                        "how often staleness is checked (s)")
-        self.actions = action_specs(self.cfg)
         self.limits = safety_limits(self.cfg)
-        self.shield = Shield(self.limits, self.actions, kin.JOINT_LOWER, kin.JOINT_UPPER,
-                             kin.JOINT_VELOCITY_LIMIT)
-        self.planner = PrimitivePlanner(self.cfg)
+        self.shield = Shield(self.cfg)
+        self.actions = self.shield.actions
         self.mode = SetMode.Request.EXECUTE if self.autostart else SetMode.Request.IDLE
         self.active = False
         self.joints: np.ndarray | None = None  # 7 arm joints + finger opening, measured
-        self.joint_rates = np.zeros(len(JOINTS))  # their velocities (the motion starts from them)
+        # Their velocities (the motion starts from them); None: the robot did not report them.
+        self.joint_rates: np.ndarray | None = None
         self.joint_stamp_ns: int | None = None  # header stamp of that joint state
+        # The last trajectory point sent: (arm + finger positions, at rest, monotonic end time).
+        self.last_command: tuple[np.ndarray, bool, float] | None = None
+        self.untrusted_said = False  # "no trustworthy joint state" logged since the last good one
         self.finger_target = float(self.cfg["sim"]["gripper_open_m"])
         self.last_proposal_wall = time.monotonic()
         self.stopped_for_watchdog = False
@@ -117,13 +135,13 @@ class ShieldNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop the arm, then close the path."""
-        self.send_stop("deactivate")
+        self.stop_and_report("deactivate")
         self.active = False
         return super().on_deactivate(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop the arm before going away."""
-        self.send_stop("shutdown")
+        self.stop_and_report("shutdown")
         self.active = False
         return TransitionCallbackReturn.SUCCESS
 
@@ -135,9 +153,12 @@ class ShieldNode(LifecycleNode):
             return
         self.joints = np.array([msg.position[index[j]] for j in JOINTS], float)
         self.joint_stamp_ns = stamp_ns(msg.header.stamp)
-        # A driver may publish no velocities (REP: empty); a present NaN fails the checks.
+        # A driver may publish no velocities (REP: empty): unknown, not zero, so the shield
+        # refuses motion from it; a present NaN fails the checks too.
         self.joint_rates = (np.array([msg.velocity[index[j]] for j in JOINTS], float)
-                            if len(msg.velocity) == len(msg.name) else np.zeros(len(JOINTS)))
+                            if len(msg.velocity) == len(msg.name) else None)
+        if np.all(np.isfinite(self.joints)):
+            self.untrusted_said = False
 
     def on_proposal(self, msg: ActionProposal) -> None:
         """Decide and execute; any failure on the way ends in stop (fail closed)."""
@@ -147,37 +168,44 @@ class ShieldNode(LifecycleNode):
         if not self.active or self.mode not in (SetMode.Request.EXECUTE, SetMode.Request.LEARN):
             return
         try:
-            verdict, plan = self.decide(msg)
-            if plan is None:
-                self.send_stop(verdict.reason or "proposed")
+            verdict = self.decide(msg)
+            if verdict.plan is None:
+                note = self.send_stop(verdict.reason or "proposed")
+                if note:
+                    verdict.reason = f"{verdict.reason};{note}"
             else:
-                self.send_plan(plan)
+                self.send_plan(verdict.plan)
         except Exception as exc:
             self.get_logger().error(f"shield failed on a proposal ({exc!r}); sending stop")
-            self.send_stop("internal_error")
+            note = self.send_stop("internal_error")
             verdict = ShieldVerdict(self.shield.stop, self.shield.stop,
-                                    {c: Check.NOT_CHECKED for c in CHECKS}, "internal_error")
+                                    {c: Check.NOT_CHECKED for c in CHECKS},
+                                    ";".join(filter(None, ("internal_error", note))))
             verdict.codes["input_valid"] = Check.VIOLATION
         self.publish_decision(msg, verdict, (time.monotonic() - received) * 1e3)
 
-    def decide(self, msg: ActionProposal) -> tuple[ShieldVerdict, Any]:
-        """The verdict for one proposal and the motion to send (None: stop)."""
-        now_ns = self.get_clock().now().nanoseconds
-        obs_age = (now_ns - stamp_ns(msg.observation_stamp)) / 1e9
-        prop_age = (now_ns - stamp_ns(msg.header.stamp)) / 1e9
+    def arm_state(self) -> ArmState:
+        """The measured arm for the shield (NaN positions when no joint state has arrived)."""
         joints = self.joints if self.joints is not None else np.full(len(JOINTS), np.nan)
+        rates = None if self.joint_rates is None else self.joint_rates[:7]
+        return ArmState(joints[:7], rates, self.finger_target)
+
+    def decide(self, msg: ActionProposal) -> ShieldVerdict:
+        """The verdict for one proposal, with the motion to send (plan None: stop)."""
+        now_ns = self.get_clock().now().nanoseconds
+        observation_ns = stamp_ns(msg.observation_stamp)
         # Plan only from a joint state at least as recent as the frame the policy saw (within
         # the tolerance): after a reset or with a dead joint-state stream the last one received
         # describes a pose the arm has left.
-        joint_lag = (math.inf if self.joint_stamp_ns is None
-                     else (stamp_ns(msg.observation_stamp) - self.joint_stamp_ns) / 1e9)
-        return shielded_plan(self.shield, self.planner, int(msg.action_index),
-                             msg.constraint_probabilities, joints, self.joint_rates,
-                             self.finger_target, obs_age, prop_age, joint_lag)
-
-    def plan(self, spec: Any) -> Any:
-        """The primitive from the measured joint state (positions and velocities)."""
-        return self.planner.plan(spec, self.joints, self.finger_target, self.joint_rates)
+        no_joints = self.joint_stamp_ns is None
+        ages = Ages(observation_s=(now_ns - observation_ns) / 1e9,
+                    proposal_s=(now_ns - stamp_ns(msg.header.stamp)) / 1e9,
+                    joint_state_lag_s=(math.inf if no_joints
+                                       else (observation_ns - self.joint_stamp_ns) / 1e9),
+                    joint_state_age_s=(math.inf if no_joints
+                                       else (now_ns - self.joint_stamp_ns) / 1e9))
+        return self.shield.decide(msg.action_index, msg.constraint_probabilities,
+                                  self.arm_state(), ages)
 
     def on_watchdog(self) -> None:
         """No proposal within the deadline while executing -> stop (once per stale period)."""
@@ -188,17 +216,25 @@ class ShieldNode(LifecycleNode):
             self.stopped_for_watchdog = True
             self.counts["watchdog_stops"] += 1
             self.get_logger().warning("no fresh proposal within the watchdog deadline: stop")
-            self.send_stop("watchdog")
-            decision = ShieldDecision()
-            decision.header.stamp = self.get_clock().now().to_msg()
-            decision.executed_action_index = self.shield.stop.index
-            decision.executed_action_name = "stop"
-            decision.proposed_action_name = ""
-            decision.intervened = True
-            decision.watchdog = Check.VIOLATION
-            decision.reason = "watchdog"
-            decision.constraint_threshold = self.limits.tau_safe
-            self.decisions.publish(decision)
+            note = self.send_stop("watchdog")
+            self.publish_stop_decision("watchdog", note, watchdog=Check.VIOLATION)
+
+    def publish_stop_decision(self, why: str, note: str, watchdog: Check) -> None:
+        """The audit record of a stop that answers no proposal (watchdog, operator, lifecycle):
+        nothing was checked but the watchdog and whether the joint state could be trusted."""
+        decision = ShieldDecision()
+        decision.header.stamp = self.get_clock().now().to_msg()
+        decision.executed_action_index = self.shield.stop.index
+        decision.executed_action_name = "stop"
+        decision.proposed_action_name = ""
+        decision.intervened = True
+        for check in (*HARD_LIMITS, "learned"):
+            setattr(decision, check, int(Check.NOT_CHECKED))
+        decision.watchdog = int(watchdog)
+        decision.input_valid = int(Check.VIOLATION if note else Check.OK)
+        decision.reason = ";".join(filter(None, (why, note)))
+        decision.constraint_threshold = self.limits.tau_safe
+        self.decisions.publish(decision)
 
     # ------------------------------------------------------------------ operator
     def on_set_mode(self, request: SetMode.Request, response: SetMode.Response) -> Any:
@@ -209,10 +245,10 @@ class ShieldNode(LifecycleNode):
             response.message = f"unknown mode {request.mode}"
             return response
         if request.mode in (SetMode.Request.ESTOP, SetMode.Request.PAUSE, SetMode.Request.IDLE):
-            self.send_stop(MODE_NAMES[request.mode])
+            self.stop_and_report(MODE_NAMES[request.mode])
         self.mode = request.mode
-        if request.mode == SetMode.Request.HOME and self.joints is not None:
-            self.send_plan(self.plan(self.shield.by_name["home"]))
+        if request.mode == SetMode.Request.HOME:
+            self.go_home()
             self.mode = SetMode.Request.IDLE
         self.last_proposal_wall = time.monotonic()
         self.publish_mode()
@@ -221,19 +257,56 @@ class ShieldNode(LifecycleNode):
         self.get_logger().info(response.message)
         return response
 
-    # ------------------------------------------------------------------ outputs
-    def send_stop(self, why: str) -> None:
-        """A one-point trajectory at the measured pose (JTC rejects an empty one)."""
-        self.planner.reset()
-        if self.controller is None or self.joints is None:
+    def go_home(self) -> None:
+        """The operator's home: checked like any motion (fresh, from the measured state); where
+        it fails, stop instead."""
+        home = self.shield.by_name["home"]
+        verdict = self.shield.decide(home.index, np.zeros(len(self.actions)), self.arm_state())
+        if verdict.plan is not None and verdict.executed.name == "home":
+            self.send_plan(verdict.plan)
             return
-        if not np.all(np.isfinite(self.joints)):
-            # Nothing trustworthy to hold: leave the controller on its last setpoint instead.
-            self.get_logger().error(f"stop ({why}) with non-finite joint state: not sent")
-            return
-        self._send_point(self.joints[:7], self.finger_target, STOP_SETTLE_S, at_rest=False)
+        self.get_logger().warning(f"home refused ({verdict.reason}): stop")
+        self.stop_and_report("home refused")
 
-    def send_plan(self, plan: Any) -> None:
+    # ------------------------------------------------------------------ outputs
+    def send_stop(self, why: str) -> str:
+        """Stop the arm; returns "" when it holds the measured pose, else what was done instead.
+
+        - a finite joint state: one point at the measured pose (JTC rejects an empty trajectory);
+        - none, or NaN, after a command: that command's point again, timed to arrive when it
+          would have. A cubic is fixed by its ends, so from the state the arm reached this is the
+          remainder of the motion the shield checked; JTC then holds at its end;
+        - none, or NaN, before any command: nothing can be sent (a point needs positions) and
+          the controller keeps holding where it is.
+        The last two are logged once until a trustworthy joint state returns.
+        """
+        self.shield.planner.reset()
+        if self.controller is None:
+            return ""
+        if self.joints is not None and np.all(np.isfinite(self.joints)):
+            self._send_point(self.joints[:7], self.finger_target, STOP_SETTLE_S, at_rest=False)
+            return ""
+        state = "no joint state yet" if self.joints is None else "non-finite joint state"
+        if self.last_command is not None:
+            point, at_rest, end = self.last_command
+            self._send_point(point[:7], float(point[7]),
+                             max(end - time.monotonic(), STOP_SETTLE_S), at_rest)
+            note = HELD_LAST_TARGET
+        else:
+            note = CONTROLLER_HOLDS
+        if not self.untrusted_said:
+            self.untrusted_said = True
+            self.get_logger().error(f"stop ({why}) with {state}: {note.split(':', 1)[1]}")
+        return note
+
+    def stop_and_report(self, why: str) -> None:
+        """Stop for the operator or the lifecycle; a stop without a trustworthy joint state also
+        gets a ShieldDecision saying what was done."""
+        note = self.send_stop(why)
+        if note:
+            self.publish_stop_decision(why, note, watchdog=Check.OK)
+
+    def send_plan(self, plan: PlannedMotion) -> None:
         """One point at the primitive's end, at rest, timed to the primitive: JTC follows the
         cubic from the measured state that the shield checked."""
         self.finger_target = plan.finger_target
@@ -242,6 +315,8 @@ class ShieldNode(LifecycleNode):
     def _send_point(self, arm: np.ndarray, fingers: float, seconds: float, at_rest: bool) -> None:
         """at_rest: give zero end velocities (cubic spline); else positions only (a stop holds
         the measured pose and the controller brakes)."""
+        self.last_command = (np.append(np.asarray(arm, float)[:7], fingers), at_rest,
+                             time.monotonic() + seconds)
         traj = JointTrajectory()
         traj.header.stamp = self.get_clock().now().to_msg()
         traj.joint_names = list(JOINTS)

@@ -2,9 +2,10 @@
 
     safari_pretrain demos --out runs/demos/bag --episodes-per-template 20 --epsilon 0.15
     safari_pretrain train runs/demos/bag [more bags] --out runs/pretrain --epochs 20
+    safari_pretrain backbone --out models/safari_clip_tabletop.safetensors   # the backbone CLIP
     torchrun --nproc_per_node=2 -m safari_ros.pretrain.cli train BAG --out DIR   # DDP
 
-Both read the config (--config, default $SAFARI_CONFIG or config/tabletop.yaml); `--set
+All read the config (--config, default $SAFARI_CONFIG or config/tabletop.yaml); `--set
 dotted.key=value` overrides any entry of it (the value is YAML), and `--model-config-dir` registers
 extra open_clip model configs (the tests' tiny ViT). Exit status: 0 done, 1 stopped early
 (--stop-after-epochs, resumable), 2 bad input or configuration.
@@ -15,16 +16,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import open_clip
+import torch
 import yaml
 
 from safari_ros.bags import BagError, TopicMap
 from safari_ros.config import ConfigError, load_config
 from safari_ros.core import BackboneError, learning_config
+from safari_ros.pretrain.backbone import (
+    BackboneTrainSettings,
+    load_backbone_data_config,
+    train_backbone,
+)
 from safari_ros.pretrain.demos import generate_demos
 from safari_ros.pretrain.features import default_cache_dir
 from safari_ros.pretrain.train import TrainSettings, run_pretrain
@@ -87,6 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="camera resolution (default: sim.camera of the config)")
     demos.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
 
+    bb = sub.add_parser("backbone", help="pre-train the backbone CLIP on rendered tabletop "
+                        "scenes (writes weights + model card)")
+    _common(bb)
+    bb.add_argument("--out", required=True, help="weights file to write (.safetensors); the "
+                    "card goes beside it")
+    bb.add_argument("--data-config", help="scene and training settings (default: "
+                    "config/backbone.yaml)")
+    bb.add_argument("--images", type=int, help="training scenes to render")
+    bb.add_argument("--heldout-images", type=int, help="held-out evaluation scenes")
+    bb.add_argument("--steps", type=int, help="optimiser steps")
+    bb.add_argument("--batch-size", type=int)
+    bb.add_argument("--seed", type=int)
+    bb.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="rendering processes (default: %(default)s)")
+    bb.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    bb.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    bb.add_argument("--cache-dir", default=str(default_cache_dir().parent / "scenes"),
+                    help="rendered scenes are kept here for a re-run (default: %(default)s)")
+    bb.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+
     train = sub.add_parser("train", help="pre-train adapters and heads on bags")
     _common(train)
     train.add_argument("bags", nargs="+", help="bag paths (rosbag2 directory, .mcap, .bag)")
@@ -143,13 +171,31 @@ def _train(args: argparse.Namespace) -> int:
     return 0 if result.finished else 1
 
 
+def _backbone(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    data_cfg = load_backbone_data_config(cfg, args.data_config)
+    settings = BackboneTrainSettings.from_config(
+        data_cfg, images=args.images, heldout_images=args.heldout_images, steps=args.steps,
+        batch_size=args.batch_size, seed=args.seed, workers=args.workers, device=args.device,
+        progress=not args.no_progress, cache_dir=args.cache_dir)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    card = train_backbone(cfg, data_cfg, args.out, settings,
+                          command=["safari_pretrain", *(args.argv or [])])
+    print(json.dumps({"weights": str(args.out), "sha256": card["sha256"],
+                      "heldout": card["heldout"],
+                      "random_init_reference": card["random_init_reference"]}, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the safari_pretrain console script."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return _demos(args) if args.command == "demos" else _train(args)
+        return {"demos": _demos, "train": _train, "backbone": _backbone}[args.command](args)
     except (BagError, ConfigError, BackboneError, FileNotFoundError, FileExistsError) as exc:
         print(f"safari_pretrain {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,8 @@ motion the shield checks is the motion the arm makes. Moves keep the tool pointi
 the TCP goal on a lattice of step_m (repeated moves do not drift); home is a joint-space motion
 slow enough to keep the TCP under the speed limit; stop holds the measured pose. Every motion is a
 cubic from the measured joint state (velocity included) to rest at the target, the spline a
-joint_trajectory_controller follows when the point carries velocities.
+joint_trajectory_controller follows when the point carries velocities. Which primitive runs is
+the shield's decision (safari_ros.safety.shield), made on the plans of this module.
 """
 
 from __future__ import annotations
@@ -17,11 +18,27 @@ import numpy as np
 
 from safari_ros.config import ActionSpec, safety_limits
 from safari_ros.robot import kinematics as kin
-from safari_ros.robot.trajectory import cubic_hermite, sample_times
-from safari_ros.safety.shield import PredictedMotion, Shield, ShieldVerdict
+from safari_ros.robot.trajectory import Cubic, sample_times
 
-# Points at which a motion's TCP path and arm links are predicted (the shield's view).
+# Points at which `PlannedMotion.predicted` samples a motion for comparison with the arm (tests,
+# figures). The shield does not check these samples: it sweeps the motion at the resolution its
+# bound needs (safari_ros.safety.motion).
 PATH_SAMPLES = 9
+MAX_HOME_STRETCHES = 6
+
+
+@dataclass(frozen=True)
+class SampledPath:
+    """A motion at equally spaced times: the TCP and the joints (for comparisons, not checks)."""
+
+    tcp_path: np.ndarray  # (S, 3)
+    joint_path: np.ndarray  # (S, 7)
+    duration_s: float
+
+    def peak_tcp_speed(self) -> float:
+        """Largest TCP speed between consecutive samples (m/s): an estimate, not a bound."""
+        steps = np.linalg.norm(np.diff(self.tcp_path, axis=0), axis=1)
+        return float(np.max(steps)) * (len(self.tcp_path) - 1) / self.duration_s
 
 
 @dataclass(frozen=True)
@@ -34,26 +51,26 @@ class PlannedMotion:
     ee_start: np.ndarray
     ee_end: np.ndarray  # TCP at arm_target (forward kinematics of what will be commanded)
     ik_converged: bool
-    arm_start: np.ndarray | None = None  # measured joints the motion starts from
-    arm_start_velocity: np.ndarray | None = None  # measured joint velocities (None: at rest)
+    arm_start: np.ndarray  # measured joints the motion starts from
+    arm_start_velocity: np.ndarray  # measured joint velocities
+    finger_start: float  # the finger opening last commanded (the controller starts from it)
 
-    def joint_path(self, samples: int = PATH_SAMPLES) -> np.ndarray:
-        """(samples, 7) joint positions at equal times along the motion the controller makes."""
-        start = self.arm_target if self.arm_start is None else self.arm_start
-        v0 = np.zeros(7) if self.arm_start_velocity is None else self.arm_start_velocity
-        return cubic_hermite(start, v0, self.arm_target, np.zeros(7), self.duration_s,
-                             sample_times(samples))
+    @property
+    def cubic(self) -> Cubic:
+        """The joint-space cubic the controller follows: from the measured state (velocity
+        included) to rest at the target."""
+        return Cubic(self.arm_start, self.arm_start_velocity, self.arm_target, self.duration_s)
 
-    def predicted(self, samples: int = PATH_SAMPLES) -> PredictedMotion:
-        """The shield's view: the TCP path and the arm's link origins (elbow to hand) along the
-        joint-space path, and the joint target (None if IK failed)."""
-        path = self.joint_path(samples)
-        frames = [kin.link_frames(q) for q in path]
-        tcp = np.array([fs[-1][:3, 3] for fs in frames])  # the last frame is the TCP
-        # Links 3..7, flange and hand: the ones that reach over the table.
-        links = np.array([f[:3, 3] for fs in frames for f in fs[2:-1]])
-        return PredictedMotion(self.ee_start, self.ee_end, self.duration_s,
-                               self.arm_target if self.ik_converged else None, links, tcp, path)
+    def finger_at(self, s: np.ndarray) -> np.ndarray:
+        """Finger opening at fractions s: rest to rest on the same kind of cubic."""
+        s = np.clip(np.asarray(s, float), 0.0, 1.0)
+        return self.finger_start + (3 * s**2 - 2 * s**3) * (self.finger_target - self.finger_start)
+
+    def predicted(self, samples: int = PATH_SAMPLES) -> SampledPath:
+        """The TCP and joint paths at `samples` equal times (to compare with the arm)."""
+        path = self.cubic.positions(sample_times(samples))
+        tcp = kin.link_frames_batch(path)[:, 9, :3, 3]
+        return SampledPath(tcp, path, self.duration_s)
 
 
 class PrimitivePlanner:
@@ -68,6 +85,7 @@ class PrimitivePlanner:
         self.home_tcp_speed = float(sim["home_max_tcp_speed_mps"])
         self.gripper_open = float(sim["gripper_open_m"])
         self.limits = safety_limits(cfg)
+        self.sweep_resolution_m = float(cfg["safety"]["sweep_resolution_m"])
         self.home_tcp, self.tcp_rot = kin.tcp_pose(self.home_q)
         self._ee_goal: np.ndarray | None = None
 
@@ -78,7 +96,8 @@ class PrimitivePlanner:
     def plan(self, spec: ActionSpec, q_now: np.ndarray, finger_target: float,
              qd_now: np.ndarray | None = None) -> PlannedMotion:
         """The joint targets of one primitive, starting from the measured arm joints q_now and
-        velocities qd_now (None: at rest)."""
+        velocities qd_now (None: at rest; the shield never plans from an unknown velocity) and
+        from the finger opening last commanded."""
         q_now = np.asarray(q_now, float)[:7]
         qd = np.zeros(7) if qd_now is None else np.asarray(qd_now, float)[:7]
         ee_now = kin.tcp_pose(q_now)[0]
@@ -98,18 +117,20 @@ class PrimitivePlanner:
         else:
             arm, converged = self._ik_step(ee_now, q_now, np.asarray(spec.delta) * self.step_m)
         return PlannedMotion(arm, fingers, duration, ee_now, kin.tcp_pose(arm)[0], converged,
-                             q_now, qd)
+                             q_now, qd, float(finger_target))
 
     def _slow_to_tcp_speed(self, q_now: np.ndarray, qd: np.ndarray, duration: float) -> float:
-        """Stretch home's duration until its predicted peak TCP speed is home_max_tcp_speed_mps
-        at most (a long joint-space motion can swing the TCP faster than its joints suggest)."""
-        for _ in range(4):  # the start velocity makes speed not exactly 1/duration: iterate
-            motion = PlannedMotion(self.home_q, 0.0, duration, kin.tcp_pose(q_now)[0],
-                                   self.home_tcp, True, q_now, qd)
-            peak = motion.predicted().peak_tcp_speed()
-            if peak <= self.home_tcp_speed * 1.001:
+        """Stretch home's duration until the bound on its TCP speed (the one the shield checks,
+        kin.tcp_speed_bound) is home_max_tcp_speed_mps at most: a long joint-space motion can
+        swing the TCP faster than its joints suggest."""
+        for _ in range(MAX_HOME_STRETCHES):  # the start velocity makes speed not 1/duration
+            cubic = Cubic(q_now, qd, self.home_q, duration)
+            s = kin.sweep_fractions(cubic, 0.0, self.sweep_resolution_m)
+            peak = kin.tcp_speed_bound(cubic, s)
+            if peak <= self.home_tcp_speed:
                 break
-            duration *= peak / self.home_tcp_speed
+            # A little over the ratio: the bound's slack shrinks more slowly than 1/duration.
+            duration *= 1.05 * peak / self.home_tcp_speed
         return duration
 
     def _ik_step(self, ee_now: np.ndarray, q_now: np.ndarray,
@@ -124,34 +145,3 @@ class PrimitivePlanner:
                            limit_margin=2 * self.limits.joint_limit_margin_rad)
         self._ee_goal = goal if res.converged else kin.tcp_pose(res.q)[0]
         return res.q, res.converged
-
-
-def shielded_plan(
-    shield: Shield,
-    planner: PrimitivePlanner,
-    index: int,
-    constraint: Any,
-    q_now: np.ndarray,
-    qd_now: np.ndarray | None,
-    finger_target: float,
-    observation_age_s: float = 0.0,
-    proposal_age_s: float = 0.0,
-    joint_state_lag_s: float = 0.0,
-) -> tuple[ShieldVerdict, PlannedMotion | None]:
-    """The shield's verdict on proposal `index` and the motion to command; None means stop.
-
-    The proposal is planned from the measured state and checked on its predicted motion; a
-    replaced proposal's backup is planned in its place. An unknown action or a non-finite joint
-    state gets no plan, so the shield fails closed. shield_node and the evaluation harness both
-    act through this function."""
-    plan = None
-    if 0 <= index < len(shield.actions) and np.all(np.isfinite(q_now)):
-        plan = planner.plan(shield.actions[index], q_now, finger_target, qd_now)
-    verdict = shield.decide(index, constraint, plan.predicted() if plan else None,
-                            observation_age_s, proposal_age_s, joint_state_lag_s)
-    if verdict.executed.name == "stop":
-        planner.reset()
-        return verdict, None
-    if verdict.intervened or plan is None:
-        plan = planner.plan(verdict.executed, q_now, finger_target, qd_now)
-    return verdict, plan

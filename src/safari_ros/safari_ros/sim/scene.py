@@ -33,19 +33,8 @@ GROUP_ZONE = 3
 ARM_KP = (2000, 2000, 1500, 1500, 400, 400, 200)
 ARM_TORQUE = (87, 87, 87, 87, 12, 12, 12)
 FINGER_KP, FINGER_FORCE = 400, 30
-# Capsules (from, to, radius) per link in that link's own DH frame, approximating Panda's shape.
-LINK_CAPSULES: dict[int, list[tuple[tuple[float, ...], tuple[float, ...], float]]] = {
-    1: [((0, 0, -0.19), (0, 0, -0.02), 0.06)],
-    2: [((0, 0, -0.06), (0, 0, 0.06), 0.06), ((0, 0, 0), (0, -0.2, 0), 0.06)],
-    3: [((0, 0, -0.1), (0, 0, 0), 0.055), ((0, 0, 0), (0.0825, 0, 0), 0.055)],
-    4: [((0, 0, -0.05), (0, 0, 0.05), 0.055), ((0, 0, 0), (-0.0825, 0.1, 0), 0.05)],
-    5: [((0, 0, -0.26), (0, 0, -0.04), 0.045)],
-    6: [((0, 0, -0.04), (0, 0, 0.03), 0.05), ((0, 0, 0), (0.088, 0, 0), 0.04)],
-    7: [((0, 0, 0.0), (0, 0, 0.07), 0.04)],
-}
-# Finger half sizes: x (pad width), y (thickness), z (length); tips reach 12 mm past the TCP so
-# a push at grasp height meets a ball below its equator.
-FINGER_HALF = (0.012, 0.008, 0.0285)
+# The arm's collision volumes (capsules per link, hand and finger boxes) are kin.LINK_CAPSULES,
+# kin.HAND_BOX_* and kin.FINGER_*: the shield checks the same shapes without MuJoCo.
 
 
 def _fmt(v: Any) -> str:
@@ -92,7 +81,7 @@ def _arm_xml() -> str:
             f'<body name="panda_link{i + 1}" pos="{_fmt(pos)}" quat="{_quat(rot)}" gravcomp="1">'
         )
         lines.append(f'<joint name="{kin.ARM_JOINTS[i]}" range="{lo} {hi}"/>')
-        for k, (a, b, r) in enumerate(LINK_CAPSULES[i + 1]):
+        for k, (a, b, r) in enumerate(kin.LINK_CAPSULES[i + 1]):
             lines.append(
                 f'<geom name="link{i + 1}_{k}" type="capsule" fromto="{_fmt(a)} {_fmt(b)}" '
                 f'size="{r}"/>'
@@ -102,16 +91,17 @@ def _arm_xml() -> str:
         [[np.cos(kin.HAND_YAW), -np.sin(kin.HAND_YAW), 0], [np.sin(kin.HAND_YAW),
          np.cos(kin.HAND_YAW), 0], [0, 0, 1]]
     )
-    fx, fy, fz = FINGER_HALF
+    fx, fy, fz = kin.FINGER_HALF
     lines += [
         f'<body name="panda_hand" pos="{_fmt(flange)}" quat="{_quat(hand_rot)}" gravcomp="1">',
-        '<geom name="hand" type="box" size="0.025 0.09 0.027" pos="0 0 0.032"/>',
+        f'<geom name="hand" type="box" size="{_fmt(kin.HAND_BOX_HALF)}" '
+        f'pos="{_fmt(kin.HAND_BOX_CENTER)}"/>',
         f'<site name="{TCP_SITE}" pos="0 0 {kin.TCP_OFFSET}" size="0.006" rgba="1 0 1 0"/>',
     ]
     for j, sign in ((0, 1), (1, -1)):
         name = ("panda_leftfinger", "panda_rightfinger")[j]
         lines += [
-            f'<body name="{name}" pos="0 0 0.0584" gravcomp="1">',
+            f'<body name="{name}" pos="0 0 {kin.FINGER_BASE_Z}" gravcomp="1">',
             f'<joint name="{kin.FINGER_JOINTS[j]}" class="finger" axis="0 {sign} 0"/>',
             f'<geom name="finger{j}" class="finger" type="box" size="{fx} {fy} {fz}" '
             f'pos="0 {sign * fy} {fz}"/>',
@@ -147,19 +137,22 @@ def _zone_xml(zone: Box) -> str:
         side = -1.0 if c[1] < 0 else 1.0
         palm = np.array([c[0], c[1], 0.014])
         parts.append(
-            f'<geom class="skin" type="box" size="0.04 0.045 0.012" pos="{_fmt(palm)}"/>'
+            f'<geom name="{zone.name}/palm" class="skin" type="box" size="0.04 0.045 0.012" '
+            f'pos="{_fmt(palm)}"/>'
         )
         for k, dx in enumerate((-0.027, -0.009, 0.009, 0.027)):
             length = 0.05 if k in (1, 2) else 0.04
             a = palm + np.array([dx, -side * 0.045, 0])
             b = a + np.array([0, -side * length, -0.004])
             parts.append(
-                f'<geom class="skin" type="capsule" size="0.008" fromto="{_fmt(a)} {_fmt(b)}"/>'
+                f'<geom name="{zone.name}/finger{k}" class="skin" type="capsule" size="0.008" '
+                f'fromto="{_fmt(a)} {_fmt(b)}"/>'
             )
         wrist = palm + np.array([0, side * 0.045, 0.005])
         elbow = np.array([c[0], side * 0.75, 0.08])
         parts.append(
-            f'<geom class="skin" type="capsule" size="0.03" fromto="{_fmt(wrist)} {_fmt(elbow)}"/>'
+            f'<geom name="{zone.name}/forearm" class="skin" type="capsule" size="0.03" '
+            f'fromto="{_fmt(wrist)} {_fmt(elbow)}"/>'
         )
     return "\n".join(parts)
 

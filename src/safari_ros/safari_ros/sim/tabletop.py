@@ -2,8 +2,9 @@
 evaluation harness and the demonstration recorder all call.
 
 Time: physics runs at sim.physics_dt; within it a joint-trajectory follower (the simulated
-joint_trajectory_controller) interpolates the position setpoints of PD actuators and the safety
-monitors sample the state at sim.servo_hz; a policy step lasts 1 / sim.control_hz. Commands are
+joint_trajectory_controller, with its cmd_timeout: sim.controller) interpolates the position
+setpoints of PD actuators and the safety monitors sample the state at sim.servo_hz; a policy
+step lasts 1 / sim.control_hz. Commands are
 either discrete primitives of config `actions` (turned into joint targets by IK on the Panda's DH
 kinematics) or joint trajectories; malformed ones are refused and the arm holds its pose.
 """
@@ -18,15 +19,31 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from safari_ros.config import ActionSpec, action_specs, load_config, safety_limits
+from safari_ros.config import ActionSpec, ConfigError, action_specs, load_config, safety_limits
 from safari_ros.robot import kinematics as kin
 from safari_ros.robot.primitives import PrimitivePlanner
 from safari_ros.robot.trajectory import cubic_hermite
 from safari_ros.sim import scene
-from safari_ros.sim.tasks import TaskSpec, parse_instruction, sample_layout, sample_task
+from safari_ros.sim.tasks import (
+    Layout,
+    TaskSpec,
+    parse_instruction,
+    sample_layout,
+    sample_task,
+)
 
 COST_SOURCES = ("keep_out", "fragile_contact", "ee_speed", "joint_limits", "table_contact")
 JOINT_NAMES = kin.ARM_JOINTS + kin.FINGER_JOINTS
+
+
+def _cmd_timeout(controller: dict[str, Any]) -> float:
+    """sim.controller.cmd_timeout_s, checked as JTC would need it: 0 (off) or over goal_time."""
+    timeout, goal_time = float(controller["cmd_timeout_s"]), float(controller["goal_time_s"])
+    if timeout < 0 or (0 < timeout <= goal_time):
+        # JTC ignores such a timeout with a warning; a bound that silently is not there is worse.
+        raise ConfigError(f"sim.controller.cmd_timeout_s = {timeout} must be 0 (off) or exceed "
+                          f"goal_time_s = {goal_time}")
+    return timeout
 
 
 class CommandRejectedError(ValueError):
@@ -76,6 +93,8 @@ class TabletopSim:
         servo_dt = 1.0 / float(sim["servo_hz"])
         self.steps_per_tick = max(1, round(servo_dt / self.model.opt.timestep))
         self.planner = PrimitivePlanner(self.cfg)
+        self.cmd_timeout_s = _cmd_timeout(sim["controller"])
+        self._cmd_stale = False
         self.home_tcp = self.planner.home_tcp
         self._index_model()
         self._renderer: mujoco.Renderer | None = None
@@ -136,23 +155,7 @@ class TabletopSim:
         layout = sample_layout(rng, self.cfg, task, self.home_tcp)
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
-        used: set[int] = set()
-        self._objects: dict[str, int] = {}
-        for shape, colour, xy, yaw in layout.objects:
-            body = next(b for b in self._pool[shape] if b not in used)
-            used.add(body)
-            self._objects[f"{colour} {shape}"] = body
-            self._place(body, np.array([*xy, self._rest_height(shape)]), yaw, colour)
-        for i, body in enumerate(b for bs in self._pool.values() for b in bs):
-            if body not in used:
-                self._park(body, scene.parked_position(i))
-        for body, (colour, xy) in zip(self._pads, layout.pads, strict=True):
-            d.mocap_pos[m.body_mocapid[body]] = [xy[0], xy[1], 0.0008]
-            m.geom_rgba[m.body_geomadr[body]] = [*self.cfg["sim"]["colours"][colour], 1.0]
-        d.qpos[self._qadr] = [*self.home_q, self.gripper_open, self.gripper_open]
-        d.ctrl[:] = d.qpos[self._qadr]
-        self._set_trajectory([0.0], d.qpos[self._qadr][None])
-        mujoco.mj_forward(m, d)
+        self.arrange(layout, self.home_q, self.gripper_open)
         for _ in range(25):  # let the objects settle on the table before the clock starts
             mujoco.mj_step(m, d, nstep=self.steps_per_tick)
         d.time = 0.0
@@ -169,14 +172,50 @@ class TabletopSim:
         self.steps = 0
         return task
 
+    def arrange(self, layout: Layout, arm_q: np.ndarray, finger: float) -> None:
+        """Put the scene in a state, without physics: the layout's objects resting on the table
+        (unused pool objects parked), its pads (unused pads parked), the arm at arm_q holding
+        still and each finger at `finger` metres. reset() starts every episode with it; the
+        backbone's scene randomiser (pretrain/scenes.py) renders arranged scenes."""
+        m, d = self.model, self.data
+        used: set[int] = set()
+        self._objects: dict[str, int] = {}
+        for shape, colour, xy, yaw in layout.objects:
+            body = next(b for b in self._pool[shape] if b not in used)
+            used.add(body)
+            self._objects[f"{colour} {shape}"] = body
+            self._place(body, np.array([*xy, self.rest_height(shape)]), yaw, colour)
+        for i, body in enumerate(b for bs in self._pool.values() for b in bs):
+            if body not in used:
+                self._park(body, scene.parked_position(i))
+        for i, body in enumerate(self._pads):
+            if i < len(layout.pads):
+                colour, xy = layout.pads[i]
+                d.mocap_pos[m.body_mocapid[body]] = [xy[0], xy[1], 0.0008]
+                m.geom_rgba[m.body_geomadr[body]] = [*self.cfg["sim"]["colours"][colour], 1.0]
+            else:
+                d.mocap_pos[m.body_mocapid[body]] = scene.parked_position(90 + i)
+        d.qpos[self._qadr] = [*arm_q, finger, finger]
+        d.qvel[:] = 0.0
+        d.ctrl[:] = d.qpos[self._qadr]
+        self._set_trajectory([0.0], d.qpos[self._qadr][None])
+        mujoco.mj_forward(m, d)
+
     @staticmethod
     def _yaw_quat(yaw: float) -> np.ndarray:
         return np.array([math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)])
 
-    def _rest_height(self, shape: str) -> float:
+    def rest_height(self, shape: str) -> float:
+        """Height of a shape's centre when it rests upright on the table."""
         spec = self.cfg["sim"]["shapes"][shape]
-        # The half height is the last size entry for a box/cylinder, the radius for a sphere.
-        return float(spec["size"][-1] if spec["type"] != "sphere" else spec["size"][0])
+        size = [float(v) for v in spec["size"]]
+        # MuJoCo sizes: sphere radius; box/ellipsoid half sizes (z last); cylinder (radius, half
+        # height); capsule (radius, half length of the segment between its caps).
+        if spec["type"] == "sphere":
+            return size[0]
+        if spec["type"] == "capsule":
+            return size[0] + size[1]
+        return size[-1]
 
     def _free_qpos(self, body: int) -> int:
         return int(self.model.jnt_qposadr[self.model.body_jntadr[body]])
@@ -339,6 +378,16 @@ class TabletopSim:
         self._traj_t = self.data.time + np.asarray(times, float)
         self._traj_q = np.asarray(targets, float)
         self._traj_v = None if rates is None else np.asarray(rates, float)
+        self._cmd_stale = False
+
+    def _expire_command(self) -> None:
+        """ros2_control JTC's cmd_timeout: cmd_timeout_s after the trajectory's last point, the
+        command is stale and the arm holds where it is (not where it was told to go: an arm
+        that could not get there, blocked or lagging, stops pressing on). Once per command."""
+        if (self.cmd_timeout_s > 0 and not self._cmd_stale
+                and self.data.time > self._traj_t[-1] + self.cmd_timeout_s):
+            self.hold()
+            self._cmd_stale = True
 
     def _setpoint(self, t: float) -> np.ndarray:
         if len(self._traj_t) == 1 or t >= self._traj_t[-1]:
@@ -361,6 +410,7 @@ class TabletopSim:
         success = False
         while n_steps > 0:
             n = min(self.steps_per_tick, n_steps)
+            self._expire_command()
             d.ctrl[:] = self._setpoint(d.time + n * m.opt.timestep)
             mujoco.mj_step(m, d, nstep=n)
             n_steps -= n
@@ -480,8 +530,7 @@ class TabletopSim:
         """(rgb uint8 HxWx3, depth float32 HxW in metres along the optical axis, 0 where nothing
         is in range as in REP-118). Keep-out zones are drawn in the colour image only."""
         r = self._get_renderer()
-        r.update_scene(self.data, camera=scene.CAMERA_NAME, scene_option=self._rgb_option)
-        rgb = r.render()
+        rgb = self.render_rgb()
         r.enable_depth_rendering()
         r.update_scene(self.data, camera=scene.CAMERA_NAME, scene_option=self._depth_option)
         depth = r.render()
@@ -489,6 +538,14 @@ class TabletopSim:
         far = self.model.vis.map.zfar * self.model.stat.extent
         depth[depth >= 0.999 * far] = 0.0
         return rgb, depth.astype(np.float32)
+
+    def render_rgb(self, show_zones: bool = True) -> np.ndarray:
+        """The colour image (uint8 HxWx3), with the keep-out zone overlays unless show_zones is
+        False."""
+        r = self._get_renderer()
+        option = self._rgb_option if show_zones else self._depth_option
+        r.update_scene(self.data, camera=scene.CAMERA_NAME, scene_option=option)
+        return r.render()
 
     def render_segmentation(self) -> np.ndarray:
         """HxW geom ids seen by the depth image (-1 for background)."""
