@@ -135,7 +135,12 @@ def test_closed_loop_learns_and_hot_swaps(stack):
                for _, m in probe.seen["shield_decision"] if m.proposed_action_name}
     stepped = {(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in probe.seen["feedback"]}
     learned = {(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in probe.seen["transition"]}
-    assert learned == decided & stepped
+    # At start-up the learner's subscriptions may match perception's publisher a frame late
+    # (DDS discovery, slower on a loaded machine; seen once in CI): the run's very first step
+    # may then lack its observation. None may be lost once the learner has its first step.
+    both = decided & stepped
+    assert learned and len(both - learned) <= 1, sorted(both - learned)
+    assert learned == {s for s in both if s >= min(learned)}
     status = probe.last("learner_status")
     assert status.updates > 0 and status.transitions_seen >= 10
     assert 0.0 < status.policy_entropy <= math.log(len(probe.cfg["actions"]["set"])) + 1e-6
