@@ -51,6 +51,7 @@ from safari_ros.core.backbone import (
     resize_center_crop,
     weights_card_path,
 )
+from safari_ros.core.hparams import learning_config
 from safari_ros.pretrain.scenes import (
     SceneRandomiser,
     SceneState,
@@ -217,8 +218,10 @@ def _device(name: str) -> torch.device:
 
 def _images_to_input(model: torch.nn.Module, images: np.ndarray,
                      device: torch.device) -> torch.Tensor:
+    # The stored images are already at the model's size: resize_center_crop only converts them,
+    # exactly as FrozenClip.preprocess does for the stack's camera frames.
     pcfg = model.visual.preprocess_cfg
-    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 255.0
+    x = resize_center_crop(torch.from_numpy(images).to(device), int(model.visual.image_size[0]))
     return normalize_images(x, pcfg["mean"], pcfg["std"])
 
 
@@ -349,8 +352,6 @@ def train_backbone(cfg: dict[str, Any], data_cfg: dict[str, Any], out: str | os.
                    ) -> dict[str, Any]:
     """Render, train, evaluate and write `<out>` (a .safetensors path) with its two cards.
     The architecture and image size are tabletop.yaml's learning.backbone. Returns the card."""
-    from safari_ros.core.hparams import learning_config
-
     t0 = time.monotonic()
     bb = learning_config(cfg).backbone
     if bb.model_config_dir:
