@@ -10,6 +10,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from safari_ros.bags import (
     CorruptBag,
+    MissingMetadata,
     MissingTopic,
     ReadReport,
     TruncatedBag,
@@ -63,7 +64,37 @@ def test_truncated_mcap_is_named_then_salvaged(long_bag, tmp_path, what):
     assert report.skipped["truncated"] == 1
     if what == "directory":  # metadata.yaml tells how many messages there were
         assert report.skipped["lost_messages"] > 0
+    assert report.skipped.get("missing_metadata", 0) == (what == "no_metadata")
     assert any("salvaged" in p for p in report.problems)
+
+
+def test_missing_metadata_is_named_as_such(long_bag, tmp_path):
+    """A complete .mcap whose directory lacks metadata.yaml: the missing file is named (not
+    "truncated"), and with skip_bad every message is read from the .mcap alone."""
+    src, episodes = long_bag
+    shutil.copytree(src, tmp_path / "bag")
+    (tmp_path / "bag" / "metadata.yaml").unlink()
+    with pytest.raises(MissingMetadata) as raised:
+        read_episodes(tmp_path / "bag")
+    assert str(tmp_path / "bag" / "metadata.yaml") in str(raised.value)
+    assert "is missing" in str(raised.value)
+
+    report = ReadReport()
+    assert read_episodes(tmp_path / "bag", skip_bad=True, report=report) == episodes
+    assert dict(report.skipped) == {"missing_metadata": 1}
+    assert "metadata.yaml" in report.problems[0]
+
+
+def test_a_frame_is_counted_once_under_its_first_missing_part(tmp_path):
+    """Frame 2's action, reward and cost all come too late: one frame left out, counted once."""
+    late = ("action", "reward", "cost")
+    write_standard_bag(tmp_path / "bag", n=5,
+                       jitter_ms=lambda s, i: 60.0 if s in late and i == 2 else 0.0)
+    report = ReadReport()
+    steps = [s for e in read_episodes(tmp_path / "bag", standard_map(), report=report)
+             for s in e.steps]
+    assert len(steps) == 4
+    assert dict(report.skipped) == {"unpaired_action": 1}
 
 
 def test_truncated_sqlite_is_a_clear_error(tmp_path):

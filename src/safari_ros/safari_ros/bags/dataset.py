@@ -5,8 +5,12 @@ approximate time (nearest stamp within `tolerance_s`, after the stream's offset)
 feedback messages of the SAFARI stack carry the image's stamp (observation_stamp, Feedback's
 header), so they pair exactly. A step that misses a configured stream is left out and counted
 (`ReadReport.skipped['unpaired_<stream>']`), as message_filters' approximate-time policy drops
-incomplete sets. Steps are cut into episodes after a done step, on an episode_id change, at an
-episode marker, or at a gap in the images.
+incomplete sets; it is counted once, under the first stream it lacks. Steps are cut into episodes
+after a done step, on an episode_id change, at an episode marker, or at a gap in the images.
+
+`read_motion_logs` reads a log that did not run SAFARI (no action or feedback topics) for motion
+labelling: every frame, each joint's recorded trajectory and the controller's commands, from which
+safari_ros.pretrain.labelling makes the steps.
 """
 
 from __future__ import annotations
@@ -30,9 +34,19 @@ from .errors import (
 from .images import COLOUR_ENCODINGS, DEPTH_ENCODINGS, image_to_numpy
 from .messages import stamp_to_ns
 from .reader import BagMessage, BagReader
-from .topics import TopicMap
+from .topics import LABEL_FREE_STREAMS, TopicMap
 
-__all__ = ["STREAM_TYPES", "Episode", "Step", "StepDataset", "read_episodes"]
+__all__ = [
+    "STREAM_TYPES",
+    "Episode",
+    "JointCommand",
+    "JointSeries",
+    "MotionLog",
+    "Step",
+    "StepDataset",
+    "read_episodes",
+    "read_motion_logs",
+]
 
 _F64 = np.zeros(0, dtype=np.float64)
 
@@ -135,9 +149,12 @@ STREAM_TYPES: dict[str, frozenset[str] | None] = {
     "reward": frozenset(_FLOAT),
     "cost": frozenset(_FLOAT),
     "episode": None,
+    "command": frozenset({"trajectory_msgs/msg/JointTrajectory"}),
 }
 # A step without one of these (when configured) is left out; the others may be missing.
 _REQUIRED_PER_STEP = ("depth", "joint_states", "action", "feedback", "reward", "cost")
+# Streams that are not paired with frames: latched (instruction), markers, or whole trajectories.
+_UNPAIRED = ("image", "instruction", "episode", "command")
 # Streams of events that belong to one step only (a state, like joint_states, may serve two).
 _ONE_STEP_ONLY = frozenset({"action", "feedback", "reward", "cost"})
 _UNSET = -1  # episode_id / index not given by any message of the step
@@ -194,6 +211,18 @@ def _joints(msg: Any) -> dict[str, Any]:
     }
 
 
+def _command(msg: Any) -> dict[str, Any]:
+    names = tuple(msg.joint_names)
+    points = list(msg.points)
+    return {
+        "names": names,
+        "times_s": np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9
+                             for p in points], dtype=np.float64),
+        "positions": np.array([np.asarray(p.positions, dtype=np.float64) for p in points]
+                              ).reshape(len(points), len(names)),
+    }
+
+
 _EXTRACT: dict[str, Callable[[Any], dict[str, Any]]] = {
     "image": lambda m: {"msg": m},
     "depth": lambda m: {"msg": m},
@@ -205,6 +234,7 @@ _EXTRACT: dict[str, Callable[[Any], dict[str, Any]]] = {
     "reward": lambda m: {"reward": float(m.data)},
     "cost": lambda m: {"cost": float(m.data)},
     "episode": lambda m: {},
+    "command": _command,
 }
 
 
@@ -244,22 +274,29 @@ class _BagEpisodes:
     """The reading of one bag: gather events per stream, align them on images, segment."""
 
     def __init__(self, path: str | os.PathLike[str], tmap: TopicMap, skip_bad: bool,
-                 report: ReadReport) -> None:
+                 report: ReadReport, *, motion: bool = False) -> None:
         self.bag = BagReader(path, skip_bad=skip_bad, report=report)
-        self.tmap = tmap
+        # motion: a log read for motion labelling (commands read; SAFARI's topics not)
+        self.tmap = tmap.for_motion_labels() if motion else tmap.with_topics(command=None)
         self.skip_bad = skip_bad
         self.report = report
         self.events: dict[str, list[_Event]] = {}
+        self.start_ns = 0
 
     def read(self) -> list[Episode]:
+        self.gather()
+        return self._segment(self._align())
+
+    def gather(self) -> None:
+        """Read and decode the configured streams' messages into time-sorted events."""
         with self.bag:
+            self.start_ns = self.bag.start_ns
             streams = self._streams()
             self.events = {s: [] for s in streams}
             for message in self.bag.messages(set(streams.values())):
                 self._gather(message, [s for s, t in streams.items() if t == message.topic])
         for evs in self.events.values():
             evs.sort(key=lambda e: e.stamp_ns)  # header stamps need not follow bag time
-        return self._segment(self._align())
 
     def _fail(self, error: BagError) -> None:
         """Raise, or count and go on (skip_bad)."""
@@ -280,8 +317,11 @@ class _BagEpisodes:
             if msgtype is None:
                 if stream in self.tmap.optional:
                     continue
+                hint = ("; for a log of a robot that did not run SAFARI, label the actions "
+                        "from the recorded motion (safari_pretrain train --label-from-motion)"
+                        if stream in LABEL_FREE_STREAMS else "")
                 error = MissingTopic(f"topic {topic} ({stream}) is not in the bag, which has "
-                                     f"{sorted(present)}", bag=bag, topic=topic)
+                                     f"{sorted(present)}{hint}", bag=bag, topic=topic)
             elif msgtype not in known:
                 error = UnknownMessageType(f"no definition of {msgtype} in the bag or the type "
                                            "store", bag=bag, topic=topic)
@@ -316,21 +356,24 @@ class _BagEpisodes:
             raise UnsupportedEncoding(f"{stream} image has encoding {msg.encoding!r}; expected "
                                       f"one of {', '.join(wanted)}", bag=str(self.bag.path))
 
-    def _align(self) -> list[Step]:
+    def _align(self, only: Iterable[int] | None = None) -> list[Step]:
+        """Steps of the images (those at indices `only`, all when None) with their streams."""
         tol = int(self.tmap.tolerance_s * 1e9)
         images = self.events.get("image", [])
         paired: dict[str, list[int | None]] = {
             s: self._pair([e.stamp_ns for e in images], s, tol)
-            for s in self.events if s not in ("image", "instruction", "episode")
+            for s in self.events if s not in _UNPAIRED
         }
         instructions = self.events.get("instruction", [])
         instruction_stamps = [e.stamp_ns for e in instructions]
         steps = []
-        for i, image in enumerate(images):
+        for i in range(len(images)) if only is None else sorted(set(only)):
+            image = images[i]
             missing = [s for s in _REQUIRED_PER_STEP if s in paired and paired[s][i] is None]
             if missing:
-                for s in missing:
-                    self.report.skipped[f"unpaired_{s}"] += 1
+                # Counted once, under the first part it lacks: the counts add up to the frames
+                # left out (a frame without a decision also lacks its feedback).
+                self.report.skipped[f"unpaired_{missing[0]}"] += 1
                 continue
             values: dict[str, Any] = {"stamp_ns": image.stamp_ns, "stamps": {},
                                       "episode_id": _UNSET, "index": _UNSET}
@@ -405,3 +448,138 @@ class _BagEpisodes:
                 step.episode_id = n if step.episode_id == _UNSET else step.episode_id
                 step.index = position if step.index == _UNSET else step.index
         return [Episode(g[0].episode_id, g, source=str(self.bag.path)) for g in groups]
+
+
+# ------------------------------------------------------------------------------ motion logs
+@dataclass
+class JointSeries:
+    """Each joint's recorded trajectory: stamps (ns), positions and velocities, per joint name
+    (an arm and its gripper often publish their joint states separately)."""
+
+    stamps: dict[str, np.ndarray] = field(default_factory=dict)  # (T,) int64, increasing
+    positions: dict[str, np.ndarray] = field(default_factory=dict)  # (T,)
+    velocities: dict[str, np.ndarray] = field(default_factory=dict)  # (T,); recorded, or
+    # central differences of the positions where a joint state carries none
+    max_gap_ns: int = 100_000_000  # samples further apart leave the time between uncovered
+
+    @classmethod
+    def from_events(cls, events: Sequence[_Event], max_gap_s: float) -> JointSeries:
+        """The series of sensor_msgs/JointState events (as _joints extracts them)."""
+        rows: dict[str, list[tuple[int, float, float]]] = {}
+        for e in events:
+            v = e.values
+            vel = v["joint_velocities"]
+            for k, name in enumerate(v["joint_names"]):
+                if k < len(v["joint_positions"]):
+                    rows.setdefault(name, []).append(
+                        (e.stamp_ns, v["joint_positions"][k], vel[k] if k < len(vel) else np.nan))
+        series = cls(max_gap_ns=int(max_gap_s * 1e9))
+        for name, samples in rows.items():
+            samples.sort()
+            t = np.array([r[0] for r in samples], dtype=np.int64)
+            keep = np.concatenate([[True], np.diff(t) > 0])  # one sample per stamp
+            t = t[keep]
+            q = np.array([r[1] for r in samples])[keep]
+            qd = np.array([r[2] for r in samples])[keep]
+            if np.isnan(qd).any():
+                qd = np.gradient(q, t * 1e-9) if len(t) > 1 else np.zeros_like(q)
+            series.stamps[name], series.positions[name], series.velocities[name] = t, q, qd
+        return series
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The joints that have a series."""
+        return tuple(self.stamps)
+
+    def covers(self, names: Sequence[str], t0_ns: int, t1_ns: int) -> bool:
+        """Whether every joint of `names` has samples around all of [t0, t1] with no gap over
+        max_gap_ns."""
+        for name in names:
+            t = self.stamps.get(name)
+            if t is None or len(t) == 0 or t0_ns < t[0] or t1_ns > t[-1]:
+                return False
+            lo = max(int(np.searchsorted(t, t0_ns, side="right")) - 1, 0)
+            hi = int(np.searchsorted(t, t1_ns, side="left"))
+            if np.any(np.diff(t[lo:hi + 1]) > self.max_gap_ns):
+                return False
+        return True
+
+    def at(self, names: Sequence[str], t_ns: float | np.ndarray,
+           velocity: bool = False) -> np.ndarray:
+        """Positions (or velocities) of `names` at times t (linear between samples): (len(names),)
+        for a scalar t, (len(t), len(names)) for an array. Check `covers` first."""
+        table = self.velocities if velocity else self.positions
+        t = np.asarray(t_ns, dtype=np.float64)
+        out = np.stack([np.interp(t, self.stamps[n], table[n]) for n in names], axis=-1)
+        return out
+
+    def sample_times(self, names: Sequence[str], t0_ns: int, t1_ns: int) -> np.ndarray:
+        """The recorded stamps of the first joint of `names` strictly inside (t0, t1)."""
+        t = self.stamps[names[0]]
+        return t[(t > t0_ns) & (t < t1_ns)]
+
+
+@dataclass(frozen=True)
+class JointCommand:
+    """One trajectory_msgs/JointTrajectory sent to a controller: its stamp (header, else bag
+    time), the joints it names and its points (time from start, positions)."""
+
+    stamp_ns: int
+    names: tuple[str, ...]
+    times_s: np.ndarray  # (P,)
+    positions: np.ndarray  # (P, len(names))
+
+
+@dataclass
+class MotionLog:
+    """A log read for motion labelling: its frames (decoded only when asked for), each joint's
+    trajectory and the commands the controllers got. `steps(indices)` makes the Steps of chosen
+    frames (images decoded, depth and joint state paired, instruction latched) and `segment`
+    cuts steps into episodes as read_episodes does (gaps, markers)."""
+
+    source: str
+    start_ns: int  # bag time of the bag's first message (annotation times count from it)
+    frame_stamps: np.ndarray  # (F,) int64 stamps of every frame, increasing
+    joints: JointSeries
+    commands: list[JointCommand]
+    _reading: _BagEpisodes = field(repr=False)
+
+    def steps(self, indices: Iterable[int]) -> list[Step]:
+        """Steps of the frames at `indices` (frames lacking a required stream are left out and
+        counted in the read's report, as in read_episodes)."""
+        return self._reading._align(indices)
+
+    def segment(self, steps: list[Step]) -> list[Episode]:
+        """Episodes of steps, cut after a done step, at episode markers and at frame gaps."""
+        return self._reading._segment(steps)
+
+
+def read_motion_logs(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    topic_map: TopicMap | None = None,
+    *,
+    skip_bad: bool = False,
+    report: ReadReport | None = None,
+    max_joint_gap_s: float = 0.1,
+) -> list[MotionLog]:
+    """Read bags of a robot that did not run SAFARI: frames (image, depth, camera info),
+    joint states, instruction, episode markers and the controllers' JointTrajectory commands
+    (stream `command`, optional). The topic map's action, feedback, reward and cost streams are
+    not read. Bad input raises or is counted as in read_episodes."""
+    tmap = topic_map or TopicMap.load()
+    report = report if report is not None else ReadReport()
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    logs = []
+    for path in paths:
+        reading = _BagEpisodes(path, tmap, skip_bad, report, motion=True)
+        reading.gather()
+        events = reading.events
+        commands = [JointCommand(e.stamp_ns, e.values["names"], e.values["times_s"],
+                                 e.values["positions"]) for e in events.get("command", [])]
+        logs.append(MotionLog(
+            source=str(reading.bag.path), start_ns=reading.start_ns,
+            frame_stamps=np.array([e.stamp_ns for e in events.get("image", [])], dtype=np.int64),
+            joints=JointSeries.from_events(events.get("joint_states", []), max_joint_gap_s),
+            commands=commands, _reading=reading))
+    return logs

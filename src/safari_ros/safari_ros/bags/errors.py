@@ -8,8 +8,9 @@ with any bag tool. With ``skip_bad=True`` the same errors are counted by their `
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self
 
 __all__ = [
     "BagError",
@@ -17,11 +18,13 @@ __all__ = [
     "ImageError",
     "LostMessages",
     "MalformedImage",
+    "MissingMetadata",
     "MissingTopic",
     "ReadReport",
     "TruncatedBag",
     "UnknownMessageType",
     "UnsupportedEncoding",
+    "describe_skipped",
 ]
 
 
@@ -82,6 +85,13 @@ class LostMessages(TruncatedBag):
     cause = "lost_messages"
 
 
+class MissingMetadata(CorruptBag):
+    """A rosbag2 directory without metadata.yaml (a recorder that died before closing the bag,
+    or a partial copy): its storage files can still be read, without the metadata's counts."""
+
+    cause = "missing_metadata"
+
+
 class MissingTopic(BagError):  # noqa: N818 (the names the issue uses)
     """A topic named in the topic map is not in the bag."""
 
@@ -113,6 +123,42 @@ class MalformedImage(ImageError):  # noqa: N818 (the names the issue uses)
     cause = "malformed_image"
 
 
+# What each count of `ReadReport.skipped` is, for the summaries people read. The unit comes
+# first: a frame (a camera image that did not become a step), a message, a step or a bag.
+_CAUSES: dict[str, str] = {
+    "corrupt": "message(s) that cannot be decoded",
+    "truncated": "storage file(s) that end early: the complete records were read",
+    "lost_messages": "message(s) that metadata.yaml lists but the file no longer holds",
+    "missing_metadata": "bag(s) without metadata.yaml: the .mcap files were read without it",
+    "missing_topic": "configured topic(s) absent from the bag",
+    "unknown_type": "topic(s) whose message type cannot serve their stream",
+    "bad_image": "frame(s) whose image cannot be converted",
+    "unsupported_encoding": "frame(s) with an image encoding that is not supported",
+    "malformed_image": "frame(s) whose image data does not match its size",
+    "bad_input": "step(s) with bad input",
+    "unlabelled_no_primitive": "step(s) whose motion no primitive explains within the residual "
+                               "threshold",
+    "unlabelled_ambiguous": "step(s) that different primitives explain equally well",
+    "unlabelled_no_joint_states": "step(s) whose motion the joint states do not cover",
+    "unlabelled_no_frame": "step(s) without a camera frame at their start",
+    "unlabelled_outside_episodes": "step(s) outside the annotated episodes",
+}
+
+
+def describe_skipped(skipped: Mapping[str, int]) -> list[str]:
+    """One line per cause: '12 frame(s) without a depth message within the tolerance
+    (unpaired_depth)'. Causes without a description are named as they are."""
+    lines = []
+    for cause, count in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])):
+        if cause.startswith("unpaired_"):
+            text = f"frame(s) without a {cause.removeprefix('unpaired_')} message within the " \
+                   "alignment tolerance"
+        else:
+            text = _CAUSES.get(cause, "item(s)")
+        lines.append(f"{count} {text} ({cause})")
+    return lines
+
+
 @dataclass
 class ReadReport:
     """What a read produced and, by cause, what it left out (`skip_bad=True`)."""
@@ -123,8 +169,14 @@ class ReadReport:
     episodes: int = 0
     skipped: Counter[str] = field(default_factory=Counter)  # cause -> count
     problems: list[str] = field(default_factory=list)  # the first MAX_PROBLEMS errors, as text
+    # bag -> {"skipped": {cause: count}, "problems": [first texts]}: the summary per bag
+    by_bag: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Motion labelling (logs without recorded actions): counts and residuals, see
+    # safari_ros.pretrain.labelling; empty when every action was recorded.
+    labels: dict[str, Any] = field(default_factory=dict)
 
     MAX_PROBLEMS = 50
+    PROBLEMS_PER_BAG = 5
 
     def skip(self, error: BagError, count: int = 1) -> None:
         """Count `count` skipped items under the error's cause and keep its text for the log."""

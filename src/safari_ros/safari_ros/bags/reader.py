@@ -34,6 +34,7 @@ from .errors import (
     BagError,
     CorruptBag,
     LostMessages,
+    MissingMetadata,
     ReadReport,
     TruncatedBag,
     UnknownMessageType,
@@ -93,6 +94,8 @@ class BagReader:
         if not self.path.exists():
             raise FileNotFoundError(f"bag not found: {self.path}")
         self.report.bags.append(str(self.path))
+        if self.path.is_dir() and not (self.path / "metadata.yaml").exists():
+            self._check_missing_metadata()
         try:
             self._reader = self._open_any(salvage=False)
         except (*_READ_ERRORS, FileNotFoundError) as err:
@@ -103,6 +106,20 @@ class BagReader:
             self.report.skip(self._error(TruncatedBag, f"salvaged the complete records: {err}"))
         return self
 
+    def _check_missing_metadata(self) -> None:
+        """A rosbag2 directory without metadata.yaml: named as such (raised), or with skip_bad
+        counted once, after which its .mcap files are read as bare files."""
+        files = self._mcap_files()
+        error = self._error(
+            MissingMetadata,
+            f"{self.path / 'metadata.yaml'} is missing (a recorder that died before closing the "
+            "bag, or a partial copy); "
+            + (f"skip_bad (--skip-bad) reads its {len(files)} .mcap file(s) without it" if files
+               else "it holds no .mcap file to read without it"))
+        if not self.skip_bad or not files:
+            raise error
+        self.report.skip(error)
+
     def _mcap_files(self) -> list[Path]:
         if self.path.is_dir():
             return sorted(self.path.glob("*.mcap"))
@@ -110,7 +127,7 @@ class BagReader:
 
     def _open_any(self, *, salvage: bool) -> AnyReader:
         paths = [self.path]
-        if salvage and self.path.is_dir() and not (self.path / "metadata.yaml").exists():
+        if self.path.is_dir() and not (self.path / "metadata.yaml").exists():
             paths = self._mcap_files()  # a recorder that died before writing metadata.yaml
         reader = AnyReader(paths, default_typestore=self.store)
         if salvage:
@@ -148,6 +165,11 @@ class BagReader:
     def is_ros1(self) -> bool:
         """True for a ROS 1 bag (raw bytes are ROS 1 serialization, not CDR)."""
         return not self.reader.is2
+
+    @property
+    def start_ns(self) -> int:
+        """Bag time of the bag's first message (what `ros2 bag info` and viewers count from)."""
+        return int(self.reader.start_time)
 
     @property
     def topics(self) -> dict[str, str]:

@@ -3,13 +3,17 @@
 - `generate_demos` (demos.py): scripted-oracle episodes in the MuJoCo tabletop, with random
   perturbations that cause violations, written as a rosbag2 MCAP bag under the live topic names.
 - `load_bag_features` (features.py): bags -> frozen-prefix features, cached on disk (float16).
+- `MotionLabeller` (labelling.py): logs of a robot that did not run SAFARI (camera, joint states,
+  controller commands) -> steps labelled with the primitive that explains their motion, costed
+  with the shield's hard-limit checks; episodes and success from an optional annotation file.
 - `run_pretrain` (train.py): L_pretrain on those features, single process or torchrun/DDP;
   checkpoint + JSON report, resumable, deterministic under a seed.
-- `safari_pretrain` (cli.py): the command line (`demos`, `train`).
+- `safari_pretrain` (cli.py): the command line (`demos`, `train`, `backbone`; `--preset`).
 """
 
 from safari_ros.pretrain.demos import DemoSummary, generate_demos
 from safari_ros.pretrain.features import CacheStats, FeatureSet, load_bag_features
+from safari_ros.pretrain.labelling import MotionLabeller
 from safari_ros.pretrain.metrics import auroc, expected_calibration_error
 from safari_ros.pretrain.train import PretrainResult, TrainSettings, run_pretrain, split_episodes
 
@@ -17,6 +21,7 @@ __all__ = [
     "CacheStats",
     "DemoSummary",
     "FeatureSet",
+    "MotionLabeller",
     "PretrainResult",
     "TrainSettings",
     "auroc",

@@ -5,10 +5,15 @@
     safari_pretrain backbone --out models/safari_clip_tabletop.safetensors   # the backbone CLIP
     torchrun --nproc_per_node=2 -m safari_ros.pretrain.cli train BAG --out DIR   # DDP
 
-All read the config (--config, default $SAFARI_CONFIG or config/tabletop.yaml); `--set
-dotted.key=value` overrides any entry of it (the value is YAML), and `--model-config-dir` registers
-extra open_clip model configs (the tests' tiny ViT). Exit status: 0 done, 1 stopped early
-(--stop-after-epochs, resumable), 2 bad input or configuration.
+    safari_pretrain train robot_logs/*.mcap --label-from-motion --out runs/pretrain  # plain logs
+    safari_pretrain demos --preset tiny --out /tmp/bag && safari_pretrain train /tmp/bag \
+        --preset tiny --out /tmp/run                                   # a tiny run, seconds
+
+All read the config (--config, default $SAFARI_CONFIG or config/tabletop.yaml); `--preset
+tiny|cpu|full` sizes a run (config/pretrain_presets.yaml), `--set dotted.key=value` overrides any
+entry of the config (the value is YAML), and `--model-config-dir` registers extra open_clip model
+configs. Exit status: 0 done, 1 stopped early (--stop-after-epochs, resumable), 2 bad input or
+configuration.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ import open_clip
 import torch
 import yaml
 
-from safari_ros.bags import BagError, TopicMap
-from safari_ros.config import ConfigError, load_config
+from safari_ros.bags import BagError, TopicMap, describe_skipped
+from safari_ros.config import ConfigError, default_config_path, load_config
 from safari_ros.core import BackboneError, learning_config
 from safari_ros.pretrain.backbone import (
     BackboneTrainSettings,
@@ -38,9 +43,24 @@ from safari_ros.pretrain.features import default_cache_dir
 from safari_ros.pretrain.train import TrainSettings, run_pretrain
 from safari_ros.sim.tasks import TEMPLATES
 
-__all__ = ["apply_overrides", "build_parser", "main"]
+__all__ = ["PRESETS_FILE", "apply_overrides", "build_parser", "load_preset", "main"]
 
 log = logging.getLogger("safari_pretrain")
+
+DEMO_EPISODES = 10  # demos' episodes per template without a preset
+PRESETS_FILE = "pretrain_presets.yaml"  # beside the tabletop config in use
+PRESET_NAMES = ("tiny", "cpu", "full")
+
+
+def _set(cfg: dict[str, Any], key: str, value: Any) -> None:
+    """Set the dotted `key` of the config; every section on the way must exist."""
+    node = cfg
+    *parents, leaf = key.split(".")
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(f"{key}: {part!r} is not a section of the config")
+        node = node[part]
+    node[leaf] = value
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -49,24 +69,63 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects dotted.key=value, got {item!r}")
-        node = cfg
-        *parents, leaf = key.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"--set {key}: {part!r} is not a section of the config")
-            node = node[part]
-        node[leaf] = yaml.safe_load(text)
+        _set(cfg, key, yaml.safe_load(text))
     return cfg
+
+
+def load_preset(name: str, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """A preset of config/pretrain_presets.yaml (or `path`); ConfigError naming the file."""
+    p = Path(path) if path else default_config_path().parent / PRESETS_FILE
+    try:
+        presets = (yaml.safe_load(p.read_text()) or {}).get("presets") or {}
+    except (OSError, yaml.YAMLError, AttributeError) as exc:
+        raise ConfigError(f"cannot read the presets file {p}: {exc}") from exc
+    if name not in presets:
+        raise ConfigError(f"unknown preset {name!r} in {p}; known: {sorted(presets)}")
+    return presets[name] or {}
+
+
+def _apply_preset(cfg: dict[str, Any], args: argparse.Namespace) -> None:
+    """The preset's model (an evaluation preset's tabletop overrides), its config entries and
+    its defaults of this subcommand's options (where the option was not given)."""
+    preset = load_preset(args.preset)
+    if preset.get("model"):
+        # Imported here: the evaluation harness is needed only for a preset that names one.
+        from safari_ros.evaluation.models import register_model_configs
+        from safari_ros.evaluation.settings import load_evaluation_config
+
+        register_model_configs()  # the harness's small architectures (SafariEval-ViT-Tiny)
+        presets = load_evaluation_config()["presets"]
+        if preset["model"] not in presets:
+            raise ConfigError(f"preset {args.preset}: model {preset['model']!r} is not a "
+                              f"preset of config/evaluation.yaml ({sorted(presets)})")
+        for key, value in ((presets[preset["model"]] or {}).get("overrides") or {}).items():
+            if key.startswith("tabletop."):
+                _set(cfg, key.removeprefix("tabletop."), value)
+    for key, value in (preset.get("set") or {}).items():
+        _set(cfg, key, value)
+    for option, value in (preset.get(args.command) or {}).items():
+        if not hasattr(args, option):
+            raise ConfigError(f"preset {args.preset}: {args.command} has no option {option!r}")
+        if getattr(args, option) is None:
+            setattr(args, option, value)
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     for folder in args.model_config_dir:
         open_clip.add_model_config(Path(folder))
-    return apply_overrides(load_config(args.config), args.set)
+    cfg = load_config(args.config)
+    if args.preset:
+        _apply_preset(cfg, args)
+    return apply_overrides(cfg, args.set)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="config YAML (default: $SAFARI_CONFIG or the repository's)")
+    p.add_argument("--preset", choices=PRESET_NAMES,
+                   help="size of the run, from config/pretrain_presets.yaml: tiny (seconds, "
+                        "tiny random-init ViT), cpu (the shipped backbone), full (for a GPU); "
+                        "options and --set win over it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config entry, e.g. learning.split_layer_k=2 (repeatable)")
     p.add_argument("--model-config-dir", action="append", default=[], metavar="DIR",
@@ -82,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     demos = sub.add_parser("demos", help="record scripted-oracle demonstrations as an MCAP bag")
     _common(demos)
     demos.add_argument("--out", required=True, help="bag directory to create (must not exist)")
-    demos.add_argument("--episodes-per-template", type=int, default=10)
+    demos.add_argument("--episodes-per-template", type=int,
+                       help=f"episodes of each template (default: the preset's, else "
+                            f"{DEMO_EPISODES})")
     demos.add_argument("--templates", nargs="+", default=list(TEMPLATES), choices=TEMPLATES)
     demos.add_argument("--epsilon", type=float, default=0.1,
                        help="per-step probability that a random action starts")
@@ -120,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("bags", nargs="+", help="bag paths (rosbag2 directory, .mcap, .bag)")
     train.add_argument("--out", required=True, help="run directory: checkpoint, report, state")
     train.add_argument("--topic-map", help="topic map YAML (default config/bag_topics.yaml)")
+    train.add_argument("--label-from-motion", action="store_true",
+                       help="the bags are logs of a robot that did not run SAFARI (camera, joint "
+                            "states, maybe controller commands): label each step with the "
+                            "primitive that explains its motion, cost it with the shield's "
+                            "hard-limit checks (the topic map's action, feedback, reward and "
+                            "cost streams are not read); annotations beside a bag give "
+                            "episodes, instruction and success")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int, help="global batch (split over DDP ranks)")
     train.add_argument("--heldout-fraction", type=float)
@@ -128,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="feature cache folder (default: %(default)s)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--skip-bad", action="store_true",
-                       help="train on the valid part of bad bags; the report counts the rest")
+                       help="train on the valid part of bad bags; what was skipped and why is "
+                            "printed per bag and counted in the report")
     train.add_argument("--resume", action="store_true",
                        help="continue from the run directory's state file when there is one")
     train.add_argument("--stop-after-epochs", type=int, metavar="N",
@@ -142,7 +211,9 @@ def _demos(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.image_size:
         cfg["sim"]["camera"].update(width=args.image_size[0], height=args.image_size[1])
-    summary = generate_demos(cfg, args.out, episodes_per_template=args.episodes_per_template,
+    episodes = args.episodes_per_template
+    summary = generate_demos(cfg, args.out,
+                             episodes_per_template=DEMO_EPISODES if episodes is None else episodes,
                              epsilon=args.epsilon, hold=args.hold,
                              drift_prob=args.drift_prob, seed=args.seed,
                              templates=args.templates, split=args.split, storage=args.storage)
@@ -158,17 +229,37 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device, skip_bad=args.skip_bad, resume=args.resume,
         stop_after_epochs=args.stop_after_epochs, plot=args.plot, progress=not args.no_progress)
     topic_map = TopicMap.load(args.topic_map) if args.topic_map else None
+    if args.label_from_motion:
+        topic_map = (topic_map or TopicMap.load()).for_motion_labels()
     result = run_pretrain(cfg, args.bags, args.out, settings, topic_map)
+    _print_skipped(result.report["data"].get("skipped_per_bag") or {})
     if result.checkpoint is not None:
         held = result.report["heldout"]
+        labels = result.report.get("labels")
         print(json.dumps({"checkpoint": str(result.checkpoint),
                           "report": str(Path(args.out) / "pretrain_report.json"),
                           **{k: held.get(k) for k in ("action_accuracy", "constraint_auroc",
-                                                      "constraint_ece")}}, indent=2))
+                                                      "constraint_ece")},
+                          **({"labels": {k: labels[k] for k in (
+                              "steps", "labelled", "skipped", "skipped_by_reason", "residual",
+                              "residual_threshold")}} if labels else {})}, indent=2))
     elif not result.finished:
         log.info("stopped after epoch %d of %d; continue with --resume",
                  result.report["epochs_done"], settings.epochs)
     return 0 if result.finished else 1
+
+
+def _print_skipped(per_bag: dict[str, dict[str, Any]]) -> None:
+    """What each bag's read left out and why, on stderr (the JSON summary stays on stdout)."""
+    for bag, entry in per_bag.items():
+        lines = describe_skipped(entry.get("skipped") or {})
+        if not lines:
+            continue
+        print(f"safari_pretrain train: {bag}: skipped", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
+        for problem in entry.get("problems") or []:
+            print(f"  - {problem}", file=sys.stderr)
 
 
 def _backbone(args: argparse.Namespace) -> int:

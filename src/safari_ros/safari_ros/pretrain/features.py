@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 
 from safari_ros.bags import BagError, Episode, ReadReport, Step, TopicMap, read_episodes
 from safari_ros.core import SafariModel, StateBatch, TransitionBatch, pool_depth, proprio_vector
+from safari_ros.pretrain.labelling import MotionLabeller, merge_label_stats
 from safari_ros.robot.kinematics import tcp_pose
 
 __all__ = [
@@ -138,8 +139,10 @@ def bag_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 
 def feature_key(model: SafariModel, bag: str | os.PathLike[str], topic_map: TopicMap,
-                skip_bad: bool) -> tuple[str, dict[str, Any]]:
-    """(cache key, the inputs it hashes) of a bag's features under `model`."""
+                skip_bad: bool, labeller: MotionLabeller | None = None,
+                ) -> tuple[str, dict[str, Any]]:
+    """(cache key, the inputs it hashes) of a bag's features under `model` (and `labeller`,
+    for a log whose actions are labelled from its motion)."""
     bb, heads = model.backbone, model.hp.heads
     inputs = {
         "format": FORMAT,
@@ -153,6 +156,8 @@ def feature_key(model: SafariModel, bag: str | os.PathLike[str], topic_map: Topi
         "topic_map": json.loads(json.dumps(dataclasses.asdict(topic_map), default=sorted)),
         "skip_bad": bool(skip_bad),
     }
+    if labeller is not None:  # absent otherwise: the keys of recorded-action bags stay as they were
+        inputs["labelling"] = labeller.fingerprint(bag)
     text = json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest(), inputs
 
@@ -205,9 +210,14 @@ def _non_image(model: SafariModel, episodes: list[Episode], report: ReadReport,
 
 @torch.no_grad()
 def compute_bag_features(model: SafariModel, bag: str | os.PathLike[str], topic_map: TopicMap,
-                         *, skip_bad: bool, report: ReadReport) -> FeatureSet:
-    """Read a bag and run the frozen prefix on its frames (no cache)."""
-    episodes = read_episodes(bag, topic_map, skip_bad=skip_bad, report=report)
+                         *, skip_bad: bool, report: ReadReport,
+                         labeller: MotionLabeller | None = None) -> FeatureSet:
+    """Read a bag (its actions labelled from its motion by `labeller` when given) and run the
+    frozen prefix on its frames (no cache)."""
+    if labeller is not None:
+        episodes = labeller.episodes(bag, topic_map, skip_bad=skip_bad, report=report)
+    else:
+        episodes = read_episodes(bag, topic_map, skip_bad=skip_bad, report=report)
     steps, arrays = _non_image(model, episodes, report, skip_bad)
     bb = model.backbone
     chunks = [torch.zeros(0, bb.num_tokens, bb.width, dtype=torch.float16)]
@@ -241,7 +251,7 @@ def _write_cache(path: Path, features: FeatureSet, inputs: dict[str, Any],
     """Atomically write features + what they were computed from + what the read skipped."""
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"inputs": json.dumps(inputs), "report": json.dumps(
-        {"skipped": dict(report.skipped), "problems": report.problems})}
+        {"skipped": dict(report.skipped), "problems": report.problems, "labels": report.labels})}
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     save_file({k: v.contiguous() for k, v in features.tensors().items()}, str(tmp), metadata=meta)
     os.replace(tmp, path)
@@ -256,31 +266,34 @@ def load_bag_features(
     skip_bad: bool = False,
     report: ReadReport | None = None,
     compute: bool = True,
+    labeller: MotionLabeller | None = None,
 ) -> tuple[FeatureSet, CacheStats]:
     """Features of all `bags` (concatenated), from the cache where possible.
 
-    A miss reads the bag (read_episodes, skip_bad passed through) and runs the prefix, then
-    writes the cache. On a hit the bag is not read; what the original read skipped is added to
-    `report` from the cache file, so the counts do not depend on the cache. compute=False
-    raises on a miss (DDP ranks other than 0 only read what rank 0 wrote).
+    A miss reads the bag (read_episodes, or with a `labeller` the log labelled from its motion;
+    skip_bad passed through) and runs the prefix, then writes the cache. On a hit the bag is not
+    read; what the original read skipped (and labelled) is added to `report` from the cache
+    file, so the counts do not depend on the cache; `report.by_bag` keeps them per bag.
+    compute=False raises on a miss (DDP ranks other than 0 only read what rank 0 wrote).
     """
     report = report if report is not None else ReadReport()
     stats, parts = CacheStats(), []
     for bag in bags:
-        key, inputs = feature_key(model, bag, topic_map, skip_bad)
+        key, inputs = feature_key(model, bag, topic_map, skip_bad, labeller)
         path = Path(cache_dir) / f"{key}.safetensors"
         cached = _read_cache(path)
         if cached is not None:
             features, saved = cached
             stats.hits.append(str(bag))
             _merge(report, ReadReport(bags=[str(bag)], skipped=Counter(saved.get("skipped", {})),
-                                      problems=list(saved.get("problems", []))))
+                                      problems=list(saved.get("problems", [])),
+                                      labels=dict(saved.get("labels", {}))))
         elif not compute:
             raise FileNotFoundError(f"feature cache {path} for bag {bag} is missing")
         else:
             bag_report = ReadReport()
             features = compute_bag_features(model, bag, topic_map, skip_bad=skip_bad,
-                                             report=bag_report)
+                                             report=bag_report, labeller=labeller)
             _write_cache(path, features, inputs, bag_report)
             _merge(report, bag_report)
             stats.misses.append(str(bag))
@@ -294,8 +307,13 @@ def load_bag_features(
 
 
 def _merge(into: ReadReport, part: ReadReport) -> None:
+    """Add one bag's report to the total, and keep what it skipped under its name."""
     into.bags.extend(part.bags)
     into.messages += part.messages
     into.skipped.update(part.skipped)
     room = into.MAX_PROBLEMS - len(into.problems)
     into.problems.extend(part.problems[: max(room, 0)])
+    merge_label_stats(into.labels, part.labels)
+    for bag in part.bags[:1]:  # one bag per part (the reader lists the bag it opened)
+        into.by_bag[bag] = {"skipped": dict(part.skipped),
+                            "problems": part.problems[: part.PROBLEMS_PER_BAG]}

@@ -55,6 +55,7 @@ from safari_ros.pretrain.features import (
     default_cache_dir,
     load_bag_features,
 )
+from safari_ros.pretrain.labelling import MotionLabeller, label_summary
 from safari_ros.pretrain.metrics import auroc, expected_calibration_error
 
 __all__ = [
@@ -307,9 +308,10 @@ def _plot(history: list[dict[str, Any]], path: Path) -> None:
 
 # ------------------------------------------------------------------------------ the run
 def _features(model: SafariModel, bags: list[Path], topic_map: TopicMap, s: TrainSettings,
-              d: _Dist, report: ReadReport) -> tuple[FeatureSet, CacheStats]:
+              d: _Dist, report: ReadReport,
+              labeller: MotionLabeller | None) -> tuple[FeatureSet, CacheStats]:
     """Rank 0 fills the cache; the others wait for its word, then read the cache."""
-    kwargs = {"cache_dir": s.cache_dir, "skip_bad": s.skip_bad}
+    kwargs = {"cache_dir": s.cache_dir, "skip_bad": s.skip_bad, "labeller": labeller}
     if d.world == 1:
         return load_bag_features(model, bags, topic_map, report=report, **kwargs)
     error: list[str | None] = [None]
@@ -353,8 +355,11 @@ def _run(cfg: dict[str, Any], bags: list[Path], out: Path, s: TrainSettings, tma
     torch.manual_seed(s.seed)  # adapter/head init; the backbone has its own seed or weights
     model = build_model(cfg, device=device)
     read_report = ReadReport()
+    # A topic map without an action stream: logs of a robot that did not run SAFARI, whose
+    # actions and costs are labelled from the recorded motion.
+    labeller = MotionLabeller(cfg, tmap.labelling) if tmap.labels_from_motion else None
     t0 = time.perf_counter()
-    data, cache = _features(model, bags, tmap, s, d, read_report)
+    data, cache = _features(model, bags, tmap, s, d, read_report, labeller)
     feature_seconds = time.perf_counter() - t0
     train_idx, held_idx = split_episodes(data.episode, s.heldout_fraction, s.seed)
     if len(train_idx) == 0:
@@ -449,7 +454,10 @@ def _run(cfg: dict[str, Any], bags: list[Path], out: Path, s: TrainSettings, tma
                  "heldout_steps": len(held),
                  "train_episodes": int(torch.unique(train.episode).numel()),
                  "heldout_episodes": int(torch.unique(held.episode).numel()),
-                 "skipped": dict(read_report.skipped), "problems": read_report.problems},
+                 "skipped": dict(read_report.skipped), "problems": read_report.problems,
+                 "skipped_per_bag": read_report.by_bag},
+        "labels": label_summary(read_report.labels, dict(read_report.skipped),
+                                tmap.labelling.residual_threshold) if labeller else None,
         "feature_cache": {**dataclasses.asdict(cache), "seconds": feature_seconds},
         "trainable": model.trainable_share(),
         "timing": {"train_seconds": train_seconds, "updates": updates,
