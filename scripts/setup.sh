@@ -13,7 +13,8 @@ STAMPS="$VENV/.safari-stamps"
 # install/ 30 MiB, a test run's scratch about 40 MiB; 7 GiB leaves a margin without refusing a
 # machine that can hold it (the third CI run was refused at 11 GiB free by a 12 GiB guess).
 MIN_FREE_GB="${SAFARI_MIN_FREE_GB:-7}"
-APT_PACKAGES=(libegl1 libgl1-mesa-dri libegl-mesa0 libgl1 cmake g++ make)
+# EGL/Mesa: headless MuJoCo rendering; Qt 5 (+ QtTest, a font): the operator widget and its tests.
+APT_PACKAGES=(libegl1 libgl1-mesa-dri libegl-mesa0 libgl1 cmake g++ make qtbase5-dev libqt5test5 fonts-dejavu-core)
 PYTHON="${SAFARI_PYTHON:-python3}"
 mkdir -p "$LOGS"
 
@@ -124,7 +125,8 @@ colcon_build() {
 
 src_hash() {
   (cd "$ROOT" && find src colcon.meta -type f \( -name '*.py' -o -name '*.msg' -o -name '*.srv' -o -name '*.action' \
-     -o -name '*.xml' -o -name '*.txt' -o -name '*.cfg' -o -name '*.meta' -o -name '*.json' -o -name '*.xml' \) \
+     -o -name '*.xml' -o -name '*.txt' -o -name '*.cfg' -o -name '*.meta' -o -name '*.json' \
+     -o -name '*.cpp' -o -name '*.hpp' \) \
      -not -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)
 }
 
