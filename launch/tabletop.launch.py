@@ -44,7 +44,8 @@ def generate_launch_description():
         return [
             (LifecycleNode if spec.lifecycle else Node)(
                 package=PACKAGE, executable=spec.executable, name=spec.name, namespace="",
-                parameters=[spec.parameters], output="screen")
+                parameters=[spec.parameters], output="screen",
+                prefix=" ".join(spec.prefix) or None)
             for spec in specs_for(config, given)
         ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,24 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config" / "tabletop.yaml"
+# Where a failing test's node logs are copied (ignored by git): pytest keeps only its last three
+# temporary folders, and a failure seen once under load must be diagnosable afterwards.
+KEPT_LOGS = REPO / "test-logs"
+# Node log folders by the test module that started them (see conftest.py's report hook).
+LOG_DIRS: dict[str, list[Path]] = {}
+
+
+def start_supervisor(specs: list, run_dir: Path, log_dir: Path) -> Any:
+    """Start the nodes with their output in log_dir, and remember log_dir for the current test
+    module so that a failing test of it keeps the logs."""
+    from safari_ros.bringup import Supervisor
+
+    # "test/nodes/test_x.py::test_y (setup)": set by pytest while a test or fixture runs.
+    module = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[0]
+    LOG_DIRS.setdefault(module, []).append(log_dir)
+    sup = Supervisor(specs, run_dir, log_dir=log_dir)
+    sup.start()
+    return sup
 
 
 def tiny_stack_config(folder: Path, **learner_params: Any) -> Path:
@@ -38,14 +57,12 @@ def one_node(folder: Path, name: str, use_sim: bool) -> Iterator[tuple[dict, Any
     import rclpy
     from rclpy.node import Node
 
-    from safari_ros.bringup import Supervisor
     from safari_ros.config import load_config
     from safari_ros.graph import node_specs
 
     cfg = load_config(tiny_stack_config(folder))
     specs = [s for s in node_specs(cfg, {"use_sim": str(use_sim).lower()}) if s.name == name]
-    sup = Supervisor(specs, folder, log_dir=folder / "logs")
-    sup.start()
+    sup = start_supervisor(specs, folder, folder / "logs")
     rclpy.init()
     probe = Node(f"{name}_probe")
     try:

@@ -98,3 +98,16 @@ def test_launch_description_builds_where_launch_is_installed():
     for entity in description.entities:
         entity.visit(context)
     assert context.launch_configurations["use_sim"] == "true"
+
+
+def test_the_learner_runs_niced_and_a_bad_niceness_is_refused(tmp_path):
+    cfg = load_config(CONFIG)
+    specs = {s.name: s for s in node_specs(cfg)}
+    # learning yields the CPU to the control path; the shield is never niced
+    assert specs["learner_node"].nice > 0 and specs["shield_node"].nice == 0
+    cmd = node_command(specs["learner_node"], tmp_path / "p.yaml")
+    assert cmd[:3] == ["nice", "-n", str(specs["learner_node"].nice)]
+    assert node_command(specs["shield_node"], tmp_path / "p.yaml")[0] != "nice"
+    cfg["nodes"]["policy_node"]["nice"] = -5
+    with pytest.raises(ConfigError, match="nice"):
+        node_specs(cfg)

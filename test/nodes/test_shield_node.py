@@ -21,9 +21,9 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from support import REPO, path_enters_zone  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
+from nodes.stack_support import start_supervisor  # noqa: E402
 from safari_msgs.msg import ActionProposal, ShieldDecision  # noqa: E402
 from safari_msgs.srv import SetMode  # noqa: E402
-from safari_ros.bringup import Supervisor  # noqa: E402
 from safari_ros.config import action_specs, load_config, safety_limits  # noqa: E402
 from safari_ros.graph import node_specs  # noqa: E402
 from safari_ros.nodes.common import ns_stamp  # noqa: E402
@@ -90,8 +90,8 @@ def violates_hard_limit(q_now: np.ndarray, q_target: np.ndarray, duration: float
 @pytest.fixture(scope="module")
 def shield(tmp_path_factory):
     specs = [s for s in node_specs(CFG, {"use_sim": "false"}) if s.name == "shield_node"]
-    sup = Supervisor(specs, tmp_path_factory.mktemp("shield"))
-    sup.start()
+    folder = tmp_path_factory.mktemp("shield")
+    sup = start_supervisor(specs, folder, folder / "logs")
     yield sup
     sup.stop()
 

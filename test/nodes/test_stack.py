@@ -23,7 +23,7 @@ from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
-from nodes.stack_support import tiny_stack_config  # noqa: E402
+from nodes.stack_support import start_supervisor, tiny_stack_config  # noqa: E402
 from safari_msgs.action import RunEpisode  # noqa: E402
 from safari_msgs.msg import (  # noqa: E402
     ActionProposal,
@@ -35,7 +35,6 @@ from safari_msgs.msg import (  # noqa: E402
     Transition,
 )
 from safari_msgs.srv import SetMode  # noqa: E402
-from safari_ros.bringup import Supervisor  # noqa: E402
 from safari_ros.config import load_config  # noqa: E402
 from safari_ros.graph import node_specs  # noqa: E402
 from safari_ros.nodes.common import LATCHED_QOS  # noqa: E402
@@ -94,9 +93,8 @@ def stack(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stack")
     config = tiny_stack_config(folder)
     cfg = load_config(config)
-    sup = Supervisor(node_specs(cfg, {"use_sim": "true", "run_dir": str(folder / "run")}),
-                     folder / "run", log_dir=folder / "logs")
-    sup.start()
+    sup = start_supervisor(node_specs(cfg, {"use_sim": "true", "run_dir": str(folder / "run")}),
+                           folder / "run", folder / "logs")
     probe = Probe(cfg)
     ready = probe.spin_until(lambda: probe.set_mode.service_is_ready()
                              and probe.episodes.server_is_ready()

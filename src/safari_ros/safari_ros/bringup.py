@@ -30,7 +30,7 @@ STOP_FIRST = ("shield_node",)
 
 def node_command(spec: NodeSpec, params_file: Path) -> list[str]:
     """The command line that runs one node with its parameters, as `ros2 run` would."""
-    return [sys.executable, "-m", f"safari_ros.nodes.{spec.executable}", "--ros-args",
+    return [*spec.prefix, sys.executable, "-m", f"safari_ros.nodes.{spec.executable}", "--ros-args",
             "-r", f"__node:={spec.name}", "--params-file", str(params_file)]
 
 

@@ -17,12 +17,19 @@ _BOOL = {"true": True, "false": False}
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One node to start: console script, node name, parameters, whether it is a lifecycle node."""
+    """One node to start: console script, node name, parameters, whether it is a lifecycle node,
+    and its CPU niceness (started under `nice -n`; 0 = as the caller)."""
 
     name: str
     executable: str
     parameters: dict[str, Any]
     lifecycle: bool = False
+    nice: int = 0
+
+    @property
+    def prefix(self) -> list[str]:
+        """The command prefix that applies the niceness (launch's `prefix`, bring-up's argv)."""
+        return ["nice", "-n", str(self.nice)] if self.nice else []
 
 
 def launch_arguments(cfg: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -60,5 +67,9 @@ def node_specs(cfg: dict[str, Any], given: dict[str, str] | None = None) -> list
             if arg not in args:
                 raise ConfigError(f"nodes.{name}.from_args names unknown launch argument {arg!r}")
             params[param] = _typed(args[arg])
-        specs.append(NodeSpec(name, str(node["executable"]), params, bool(node.get("lifecycle"))))
+        nice = node.get("nice", 0)
+        if not isinstance(nice, int) or not 0 <= nice <= 19:
+            raise ConfigError(f"nodes.{name}.nice must be an integer in [0, 19], got {nice!r}")
+        specs.append(NodeSpec(name, str(node["executable"]), params, bool(node.get("lifecycle")),
+                              nice))
     return specs

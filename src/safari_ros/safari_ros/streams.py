@@ -37,7 +37,18 @@ class ApproximateTimeSync:
 
     def add(self, stream: str, stamp_ns: int, item: Any) -> list[tuple[int, dict[str, Any]]]:
         """Add an item; returns the (key stamp, {stream: item}) matches completed by it."""
-        self.buffers[stream].append((int(stamp_ns), item))
+        buf = self.buffers[stream]
+        if stream == self.key:
+            # Key items are taken in stamp order: one stamped far in the future (a bad clock)
+            # then waits at the end instead of blocking every later frame at the head (it
+            # stopped perception for `history` frames; found by bench/faults.py).
+            if len(buf) == buf.maxlen:
+                buf.popleft()
+                self.dropped += 1
+            buf.insert(bisect.bisect_right([s for s, _ in buf], int(stamp_ns)),
+                       (int(stamp_ns), item))
+        else:
+            buf.append((int(stamp_ns), item))
         matches = []
         keys = self.buffers[self.key]
         while keys:

@@ -85,6 +85,7 @@ class BagReader:
         self.report = report if report is not None else ReadReport()
         self.store = typestore or safari_typestore()
         self._reader: AnyReader | None = None
+        self._nothing = False  # skip_bad found no complete record: the bag reads as empty
         self._expected: dict[str, int] = {}  # topic -> count the metadata promised (salvage)
         self._converters: dict[tuple[str, str], Callable[[Any], Any]] = {}
 
@@ -102,7 +103,13 @@ class BagReader:
             error = self._error(CorruptBag, f"cannot open bag: {err}")
             if not self.skip_bad or not self._mcap_files():
                 raise error from err
-            self._reader = self._open_any(salvage=True)
+            try:
+                self._reader = self._open_any(salvage=True)
+            except _READ_ERRORS as again:
+                # a recorder killed before its first chunk reached the disk left nothing whole
+                self._nothing = True
+                self.report.skip(self._error(TruncatedBag, f"no complete record: {again}"))
+                return self
             self.report.skip(self._error(TruncatedBag, f"salvaged the complete records: {err}"))
         return self
 
@@ -174,6 +181,8 @@ class BagReader:
     @property
     def topics(self) -> dict[str, str]:
         """topic -> message type of every topic in the bag."""
+        if self._nothing:
+            return {}
         return {c.topic: c.msgtype for c in self.reader.connections}
 
     # -- reading -----------------------------------------------------------------------------
@@ -183,6 +192,8 @@ class BagReader:
         A storage that fails part way raises CorruptBag naming the time of the last good
         message; with skip_bad the iteration ends there and the loss is counted.
         """
+        if self._nothing:
+            return
         wanted = None if topics is None else set(topics)
         conns = [c for c in self.reader.connections if wanted is None or c.topic in wanted]
         if not conns:

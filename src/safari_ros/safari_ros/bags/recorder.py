@@ -3,12 +3,15 @@
 `BagRecorder` takes rosbags message objects (see `messages` for builders) and adds a topic's
 connection the first time it is written to. `write_episodes` writes steps (the records
 `read_episodes` returns) so that reading the bag back gives the same episodes.
+`SplitBagRecorder` writes a stream as a series of bags, each closed after a set time, so that a
+process killed while recording loses only its open bag.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -29,7 +32,7 @@ from .messages import (
 from .topics import TopicMap
 from .typestore import safari_typestore
 
-__all__ = ["BagRecorder", "write_episodes"]
+__all__ = ["BagRecorder", "SplitBagRecorder", "write_episodes"]
 
 _STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
@@ -160,6 +163,53 @@ class BagRecorder:
         for step in episode.steps:
             self.write_step(step, instruction_changed=step.instruction != previous)
             previous = step.instruction
+
+
+class SplitBagRecorder:
+    """A stream recorded as bags `<folder>/<start>-<n>`, each closed after `split_s` seconds.
+
+    An MCAP file is readable only up to its last finished chunk, and the writer keeps the chunk
+    in memory until the file is closed: a recorder killed with -9 loses its open bag whole. Like
+    `ros2 bag record --max-bag-duration`, splitting bounds that loss to one split's messages.
+    Reading the folder's bags in name order gives the messages in the order written.
+
+    Args:
+        folder: where the bags go (created).
+        split_s: seconds a bag stays open; 0 = one bag until close().
+        clock: monotonic time source (seconds); injectable for tests.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], split_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if split_s < 0:
+            raise ValueError(f"split_s must be >= 0, got {split_s}")
+        self.folder, self.split_s, self.clock = Path(folder), float(split_s), clock
+        self.start = time.strftime("%Y%m%d-%H%M%S")
+        self.bags = 0
+        self.count = 0
+        self._bag: BagRecorder | None = None
+        self._opened = 0.0
+
+    def _open_next(self) -> BagRecorder:
+        self._bag = BagRecorder(self.folder / f"{self.start}-{self.bags:05d}").open()
+        self.bags += 1
+        self._opened = self.clock()
+        return self._bag
+
+    def write_cdr(self, topic: str, msgtype: str, data: bytes, timestamp_ns: int) -> None:
+        """Write a serialised message into the open bag, first closing it if its time is up."""
+        bag = self._bag
+        if bag is not None and self.split_s > 0 and self.clock() - self._opened >= self.split_s:
+            bag.close()
+            bag = None
+        (bag or self._open_next()).write_cdr(topic, msgtype, data, timestamp_ns)
+        self.count += 1
+
+    def close(self) -> None:
+        """Finish the open bag (idempotent)."""
+        if self._bag is not None:
+            self._bag.close()
+            self._bag = None
 
 
 def write_episodes(

@@ -155,6 +155,10 @@ def observation_state(msg: Any, n_joints: int) -> tuple[np.ndarray, np.ndarray, 
     from safari_ros.core import proprio_vector
 
     tokens = unpack_tokens(msg)
+    # NaN or inf tokens made the policy's probabilities NaN, and its sampling raised and took
+    # the node down (found by bench/faults.py); in the learner they would poison the replay.
+    if not np.isfinite(tokens).all():
+        raise ValueError("tokens hold NaN or inf")
     depth = np.asarray(msg.depth_features, np.float32)
     grid = [int(g) for g in msg.depth_grid]
     if len(grid) != 2 or depth.size != grid[0] * grid[1] or not np.isfinite(depth).all():

@@ -38,7 +38,7 @@ from safari_msgs.msg import (
     Transition,
 )
 from safari_msgs.srv import SaveAdapters
-from safari_ros.bags import BagReader, BagRecorder
+from safari_ros.bags import BagReader, SplitBagRecorder
 from safari_ros.bags.typestore import bag_type_name
 from safari_ros.core import (
     ReplayBuffer,
@@ -76,6 +76,16 @@ def _probability(proposal: ActionProposal | None, index: int) -> float:
     return float(proposal.probabilities[index])
 
 
+def feedback_problem(msg: Feedback) -> str:
+    """'' when reward and cost are finite and the cost is not negative (a negative cost would
+    hide violations from J_c)."""
+    if not (np.isfinite(msg.reward) and np.isfinite(msg.cost)):
+        return f"reward {msg.reward}, cost {msg.cost} not finite"
+    if msg.cost < 0:
+        return f"negative cost {msg.cost}"
+    return ""
+
+
 class LearnerNode(Node):
     """Replay + SCAPO worker + checkpoints."""
 
@@ -86,6 +96,11 @@ class LearnerNode(Node):
         self.run_dir = Path(declare(self, "run_dir", "runs/latest", "checkpoints and replay bags"))
         self.record = declare(self, "record", True,
                               "persist the replay (Transition messages) as rosbag2 MCAP")
+        # A learner killed with -9 loses its open replay bag (bags.SplitBagRecorder): the replay
+        # is split into bags closed every replay_split_s to bound that loss.
+        self.replay_split_s = declare(self, "replay_split_s", 10.0,
+                                      "close the replay bag and start a new one this often (s); "
+                                      "a crash loses at most that much; 0 = one bag per run")
         self.checkpoint_every = declare(self, "checkpoint_every_updates", 50,
                                         "updates between checkpoints")
         status_period = declare(self, "status_period_s", 1.0, "LearnerStatus period (s)")
@@ -130,11 +145,10 @@ class LearnerNode(Node):
         self.counts = {"transitions": 0, "violations": 0, "interventions": 0, "episodes": 0}
         self.episode_costs: list[float] = []
         self.successes: deque[bool] = deque(maxlen=hp.scapo.cost_window_episodes)
-        self.recorder: BagRecorder | None = None
+        self.recorder: SplitBagRecorder | None = None
         self.restore_replay()
         if self.record:
-            folder = self.run_dir / "replay" / time.strftime("%Y%m%d-%H%M%S")
-            self.recorder = BagRecorder(folder).open()
+            self.recorder = SplitBagRecorder(self.run_dir / "replay", self.replay_split_s)
 
         self.status_pub = self.create_publisher(LearnerStatus, t["learner_status"], RELIABLE_QOS)
         self.checkpoint_pub = self.create_publisher(AdapterCheckpoint, t["adapter_checkpoint"],
@@ -178,7 +192,13 @@ class LearnerNode(Node):
             self.consume(self.assembler.add_decision(stamp_ns(msg.observation_stamp), msg))
 
     def on_feedback(self, msg: Feedback) -> None:
-        """Reward and cost of the step that started at the feedback's stamp."""
+        """Reward and cost of the step that started at the feedback's stamp (malformed ones are
+        dropped: an infinite cost made the dual step raise and took the node down)."""
+        problem = feedback_problem(msg)
+        if problem:
+            self.get_logger().warning(f"malformed feedback dropped: {problem}",
+                                      throttle_duration_sec=5.0)
+            return
         self.bookkeep(msg)
         self.consume(self.assembler.add_feedback(stamp_ns(msg.header.stamp), msg))
 

@@ -44,6 +44,15 @@ def gate_metrics(metrics: dict[str, str], bounds: dict[str, float]) -> str:
     return ""
 
 
+def output_problem(probs: np.ndarray, constraint: np.ndarray) -> str:
+    """'' when pi(.|s) is a finite distribution and C(s, .) finite in [0, 1]."""
+    if not (np.isfinite(probs).all() and np.isfinite(constraint).all()):
+        return "the model output NaN or inf"
+    if probs.sum() <= 0 or np.any(probs < 0) or np.any(constraint < 0) or np.any(constraint > 1):
+        return "the model output is not a distribution / probability"
+    return ""
+
+
 class PolicyNode(Node):
     """The adapted model acting on every observation."""
 
@@ -95,6 +104,10 @@ class PolicyNode(Node):
             out = self.model.suffix_and_heads(state)
         probs = out.policy_probs[0].double().cpu().numpy()
         constraint = out.constraint[0].cpu().numpy()
+        problem = output_problem(probs, constraint)
+        if problem:  # never guess from a broken output: no proposal, the watchdog stops
+            self.log_once("output", f"no proposal: {problem}")
+            return
         if self.sampling:
             index = int(self.rng.choice(len(probs), p=probs / probs.sum()))
         else:

@@ -82,8 +82,6 @@ class ShieldNode(LifecycleNode):
                 "use_moveit: moveit_py planning is not supported by this release; the shield "
                 "plans the primitives with the Panda IK it checks them on")
         self.autostart = declare(self, "autostart", True, "configure and activate at start-up")
-        self.watchdog_period = declare(self, "watchdog_period_s", 0.05,
-                                       "how often staleness is checked (s)")
         self.limits = safety_limits(self.cfg)
         self.shield = Shield(self.cfg)
         self.actions = self.shield.actions
@@ -98,6 +96,7 @@ class ShieldNode(LifecycleNode):
         self.untrusted_said = False  # "no trustworthy joint state" logged since the last good one
         self.finger_target = float(self.cfg["sim"]["gripper_open_m"])
         self.last_proposal_wall = time.monotonic()
+        self.watchdog_timer = None  # one-shot deadline, re-armed at every fresh proposal
         self.stopped_for_watchdog = False
         self.counts = {"decisions": 0, "interventions": 0, "watchdog_stops": 0}
         self.controller = None
@@ -119,9 +118,13 @@ class ShieldNode(LifecycleNode):
         self.create_subscription(ActionProposal, t["action_proposal"], self.on_proposal,
                                  RELIABLE_QOS)
         self.create_service(SetMode, "/safari/set_mode", self.on_set_mode)
-        # Wall (steady) time: a frozen simulation clock must not freeze the watchdog.
-        self.create_timer(self.watchdog_period, self.on_watchdog,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        # Event-driven deadline on wall (steady) time, so a frozen simulation clock cannot
+        # freeze it: the timer is re-armed at every fresh proposal and so fires watchdog_s after
+        # the last one. A 50 ms poll added up to 50 ms to every stop (79 ms past the deadline
+        # under load, issue 13); after firing it repeats every watchdog_s while inputs stay
+        # stale, which the stopped_for_watchdog flag turns into one stop.
+        self.watchdog_timer = self.create_timer(self.limits.watchdog_s, self.on_watchdog,
+                                                clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.create_timer(1.0, self.publish_status)
         self.publish_zones()
         self.publish_mode()
@@ -130,7 +133,7 @@ class ShieldNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Open the path to the controller."""
         self.active = True
-        self.last_proposal_wall = time.monotonic()
+        self.rearm_watchdog()
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -162,8 +165,7 @@ class ShieldNode(LifecycleNode):
 
     def on_proposal(self, msg: ActionProposal) -> None:
         """Decide and execute; any failure on the way ends in stop (fail closed)."""
-        received = time.monotonic()
-        self.last_proposal_wall = received
+        received = self.rearm_watchdog()
         self.stopped_for_watchdog = False
         if not self.active or self.mode not in (SetMode.Request.EXECUTE, SetMode.Request.LEARN):
             return
@@ -207,11 +209,21 @@ class ShieldNode(LifecycleNode):
         return self.shield.decide(msg.action_index, msg.constraint_probabilities,
                                   self.arm_state(), ages)
 
+    def rearm_watchdog(self) -> float:
+        """Fresh input now: the deadline is watchdog_s from now; returns now (monotonic)."""
+        now = time.monotonic()
+        self.last_proposal_wall = now
+        if self.watchdog_timer is not None:
+            self.watchdog_timer.reset()
+        return now
+
     def on_watchdog(self) -> None:
         """No proposal within the deadline while executing -> stop (once per stale period)."""
         if not self.active or self.mode not in (SetMode.Request.EXECUTE, SetMode.Request.LEARN):
             return
-        stale = time.monotonic() - self.last_proposal_wall > self.limits.watchdog_s
+        # The timer was reset after last_proposal_wall was read, on the same monotonic clock:
+        # when it fires the deadline has passed (the 1 ms covers rounding of the two clocks).
+        stale = time.monotonic() - self.last_proposal_wall >= self.limits.watchdog_s - 1e-3
         if stale and not self.stopped_for_watchdog:
             self.stopped_for_watchdog = True
             self.counts["watchdog_stops"] += 1
@@ -250,7 +262,7 @@ class ShieldNode(LifecycleNode):
         if request.mode == SetMode.Request.HOME:
             self.go_home()
             self.mode = SetMode.Request.IDLE
-        self.last_proposal_wall = time.monotonic()
+        self.rearm_watchdog()
         self.publish_mode()
         response.success = True
         response.message = f"mode {MODE_NAMES[response.previous_mode]} -> {MODE_NAMES[self.mode]}"
