@@ -389,3 +389,35 @@ def test_cost_measure_episode_drives_lambda_by_the_undiscounted_cost():
     assert lam["episode"] == pytest.approx(1.0 * (1.0 - 0.5))
     with pytest.raises(ValueError, match="cost_measure"):
         tiny_hp(cost_measure="average")
+
+
+@pytest.mark.parametrize("learn_cost", [True, False])
+def test_safety_adapters_learn_from_the_cost_online_only_when_configured(learn_cost):
+    """With Q_r at zero, lambda = 0 and no entropy term, pi's objective has no gradient: whatever
+    moves the adapters in the first update is C(s, a)'s loss, which must reach the safety
+    adapters (and only them) exactly when safety_adapters_learn_cost is set."""
+    model = make_tiny_model(tiny_hp(safety_adapters_learn_cost=learn_cost, lr=1e-2,
+                                    epsilon_kl=10.0, entropy_target=None, entropy_coef=0.0),
+                            seed=3)
+    torch.nn.init.zeros_(model.heads.reward_critic.out.weight)
+    torch.nn.init.zeros_(model.heads.reward_critic.out.bias)
+    # the safety adapters' up-projection starts at zero, which stops the gradient of down and
+    # f_safety: give it a small value so the whole gated path is live
+    for name, p in model.adapters.named_parameters():
+        if name.endswith("up.weight"):
+            torch.nn.init.normal_(p, std=0.05)
+    safety = {id(p) for p in model.safety_adapter_parameters()}
+    assert safety, "the tiny model must have safety adapters"
+    before = {n: p.detach().clone() for n, p in model.adapters.named_parameters()}
+    learner = ScapoLearner(model, model.hp.scapo)
+    assert learner.lagrange.value == 0.0
+    batch = random_batch(model, 16, seed=0)
+    batch.cost = (batch.action % 2).float()  # costs that depend on the action
+    learner.update(batch)
+    moved = {n for n, p in model.adapters.named_parameters() if not torch.equal(p, before[n])}
+    safety_names = {n for n, p in model.adapters.named_parameters() if id(p) in safety}
+    if learn_cost:
+        assert moved and moved <= safety_names, moved
+        assert any("f_safety" in n for n in moved)
+    else:
+        assert not moved, moved

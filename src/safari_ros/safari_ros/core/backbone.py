@@ -290,8 +290,16 @@ class FrozenClip(nn.Module):
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm, pooling and projection of the last residual stream (B, N, D) -> (B, E)."""
-        pooled, _ = self.visual._pool(x)
-        return pooled @ self.visual.proj if self.visual.proj is not None else pooled
+        return self.pool_and_patches(x)[0]
+
+    def pool_and_patches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled embedding (B, E) and the patch embeddings (B, P, E): the patch tokens
+        after the final norm through the same projection into the joint image-text space (as
+        MaskCLIP reads dense features from CLIP)."""
+        pooled, tokens = self.visual._pool(x)
+        if self.visual.proj is not None:
+            return pooled @ self.visual.proj, tokens @ self.visual.proj
+        return pooled, tokens
 
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

@@ -159,6 +159,10 @@ class ScapoConfig:
     # against delta) or "episode" (the safe-RL benchmarks': the undiscounted episode cost against
     # d, so that a violation late in an episode weighs as much as an early one).
     cost_measure: str = "discounted"
+    # Online, C(s, a)'s loss also reaches the gated safety adapters (and their f_safety gates)
+    # through the live features, so they keep learning "by modelling constraint violations" as
+    # in pre-training; false = they follow pi's objective only (the ablation).
+    safety_adapters_learn_cost: bool = True
 
     def __post_init__(self) -> None:
         if self.cost_measure not in COST_MEASURES:

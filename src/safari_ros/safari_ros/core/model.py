@@ -108,6 +108,12 @@ class SafariModel(nn.Module):
             params.extend([m] if isinstance(m, nn.Parameter) else m.parameters())
         return params
 
+    def safety_adapter_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the gated safety adapters (with their f_safety gates): a subset of
+        the actor group that SCAPO also trains on C(s, a)'s loss."""
+        return [p for m in self.adapters.modules() if isinstance(m, SafetyAdapter)
+                for p in m.parameters()]
+
     def critic_parameters(self) -> list[nn.Parameter]:
         """Parameters of Q_r, Q_c/C and V_C."""
         return [p for m in self.heads.critic_modules() for p in m.parameters()]

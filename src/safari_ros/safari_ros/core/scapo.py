@@ -4,9 +4,12 @@ One `ScapoLearner.update(batch)`:
 1. critics (Q_r with CQL + TD against Polyak targets, Q_c and V_C by TD, C by BCE on the observed
    cost) step on features detached from the actor;
 2. the policy (adapters, fusion, action offsets, policy head) steps to maximise
-   E_pi[Q_r - lambda Q_c]; the step is kept only if KL(pi_new || pi_old) <= epsilon on the batch,
-   otherwise it is shrunk by kl_backoff (a backtracking line search along the optimiser's step)
-   and, if no shrunken step fits, dropped. The critics never move pi, so the bound is exact.
+   E_pi[Q_r - lambda Q_c]; the gated safety adapters also take C's BCE gradient through the live
+   features (they learn by modelling constraint violations, online as in pre-training). The step
+   is kept only if KL(pi_new || pi_old) <= epsilon on the batch, pi_old being pi before this
+   update, otherwise it is shrunk by kl_backoff (a backtracking line search along the
+   optimiser's step) and, if no shrunken step fits, dropped. The critics never move pi and the
+   safety adapters' step is part of the line-searched one, so the bound is exact.
 The Lagrange multiplier is updated from measured episode costs (`record_episode`), not from Q_c.
 """
 
@@ -23,6 +26,7 @@ from torch import nn
 
 from safari_ros.config import ConfigError
 from safari_ros.core.batch import TransitionBatch
+from safari_ros.core.heads import HeadOutputs
 from safari_ros.core.hparams import ScapoConfig
 from safari_ros.core.losses import (
     cql_penalty,
@@ -151,6 +155,8 @@ class ScapoLearner:
         self.targets = [copy.deepcopy(m).requires_grad_(False) for m in self.critics]
         self.actor_params = model.actor_parameters()
         self.critic_params = model.critic_parameters()
+        self.safety_params = (model.safety_adapter_parameters()
+                              if hp.safety_adapters_learn_cost else [])
         ids_a, ids_c = {id(p) for p in self.actor_params}, {id(p) for p in self.critic_params}
         assert not ids_a & ids_c, "actor and critic parameter groups must be disjoint"
         self.actor_opt = torch.optim.Adam(self.actor_params, lr=hp.lr)
@@ -271,6 +277,18 @@ class ScapoLearner:
                 p.copy_(o)
         return 0.0, rejected, False, h_trial
 
+    def _safety_adapter_grads(self, out: HeadOutputs, batch: TransitionBatch) -> list[torch.Tensor]:
+        """Gradient of C(s, a)'s BCE w.r.t. the safety adapters only, through the live state
+        embedding (the critic step trains C's own weights on detached features; neither the task
+        adapters nor the fusion take this gradient: pi's objective shapes them)."""
+        _, _, c_logits, _ = self.model.heads.critics(
+            self.critics, out.state_embedding, out.action_embedding.detach())
+        loss = safety_loss(c_logits, batch.action, batch.cost)
+        grads = torch.autograd.grad(loss, self.safety_params, retain_graph=True,
+                                    allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g
+                for p, g in zip(self.safety_params, grads, strict=True)]
+
     def update(self, batch: TransitionBatch) -> dict[str, float]:
         """One SCAPO update on a batch of transitions (states as cached layer-k tokens)."""
         self.model.train()
@@ -295,11 +313,14 @@ class ScapoLearner:
         log_pi_old = log_pi.detach()
         alpha = self.entropy_temperature.value
         objective = policy_objective(log_pi, out.q_reward, out.q_cost, lam, alpha)
+        safety_grads = self._safety_adapter_grads(out, batch) if self.safety_params else []
 
         # the two losses reach disjoint parameter groups, so one backward serves both
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
         (critic_loss - objective).backward()
+        for p, g in zip(self.safety_params, safety_grads, strict=True):
+            p.grad = g if p.grad is None else p.grad + g
         gn_c = nn.utils.clip_grad_norm_(self.critic_params, self.hp.max_grad_norm)
         gn_a = nn.utils.clip_grad_norm_(self.actor_params, self.hp.max_grad_norm)
         self.critic_opt.step()

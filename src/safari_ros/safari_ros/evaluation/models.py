@@ -194,6 +194,10 @@ class CnnSafariModel(nn.Module):
         """Encoder + the heads' actor group."""
         return list(self.encoder.parameters()) + _params(self.heads.actor_modules())
 
+    def safety_adapter_parameters(self) -> list[nn.Parameter]:
+        """None: the from-scratch model has no adapters."""
+        return []
+
     def critic_parameters(self) -> list[nn.Parameter]:
         """The heads' critic group."""
         return _params(self.heads.critic_modules())

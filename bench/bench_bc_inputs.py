@@ -1,0 +1,77 @@
+"""Which inputs does behaviour cloning use? Held-out action accuracy from subsets of the state.
+
+For a bag of demonstrations (`safari_pretrain demos`), the same MLP is trained to predict the
+oracle's action from: proprioception + instruction embedding; + pooled depth; + the frozen
+backbone's pooled image embedding (no adapters). Held-out episodes (pre-training's split) measure
+what each input adds. If the image adds nothing, or lowers held-out accuracy while raising the
+training one, the backbone's image features tell the policy nothing it can use about where to go:
+no head or RL algorithm on top can fix that (bench_localisation.py says why).
+
+Run from the repository root after `source scripts/env.sh`:
+    safari_pretrain demos --out /tmp/demos --episodes-per-template 40 --seed 7
+    python bench/bench_bc_inputs.py /tmp/demos
+Prints figures only (not a test). About a minute on 2 cores once the bag's features are cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+from torch import nn
+
+from safari_ros.bags import TopicMap
+from safari_ros.config import load_config
+from safari_ros.core import build_model
+from safari_ros.pretrain.features import default_cache_dir, load_bag_features
+from safari_ros.pretrain.train import split_episodes
+
+INPUTS = (("proprio", "instruction"), ("proprio", "instruction", "depth"),
+          ("proprio", "instruction", "depth", "image"))
+
+
+def main() -> None:
+    """Print the table."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("bag", help="a demonstrations bag")
+    ap.add_argument("--steps", type=int, default=3000, help="MLP training steps")
+    ap.add_argument("--seed", type=int, default=0)
+    ns = ap.parse_args()
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    cfg = load_config()
+    model = build_model(cfg).eval()
+    fs, _ = load_bag_features(model, [ns.bag], TopicMap.load(), cache_dir=default_cache_dir())
+    train, held = split_episodes(fs.episode, model.hp.pretrain.heldout_fraction,
+                                 model.hp.pretrain.seed)
+    with torch.no_grad():
+        image = torch.cat([model.suffix(fs.tokens[i:i + 256].float())
+                           for i in range(0, len(fs), 256)])
+    columns = {"proprio": fs.proprio * torch.tensor(model.hp.heads.proprio_scale),
+               "instruction": fs.instruction.float(), "depth": fs.depth, "image": image}
+    expert = fs.action == fs.proposed  # the oracle's own choices, not the perturbations
+    fit = train[(expert & (fs.success > 0.5))[train]]
+    test = held[expert[held]]
+    print(f"{len(fs)} steps of {int(fs.episode.unique().numel())} episodes; "
+          f"{len(fit)} expert steps of successful training episodes, {len(test)} held-out "
+          f"expert steps; chance {1 / len(model.actions):.2f}")
+    print(f"{'inputs':<40} {'train acc':>9} {'held-out acc':>12}")
+    for names in INPUTS:
+        torch.manual_seed(ns.seed)
+        x = torch.cat([columns[n] for n in names], dim=1)
+        net = nn.Sequential(nn.Linear(x.shape[1], 256), nn.GELU(), nn.Linear(256, 256),
+                            nn.GELU(), nn.Linear(256, len(model.actions)))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+        for _ in range(ns.steps):
+            idx = fit[torch.randint(0, len(fit), (128,))]
+            loss = nn.functional.cross_entropy(net(x[idx]), fs.action[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            acc = [float((net(x[i]).argmax(1) == fs.action[i]).float().mean()) for i in (fit, test)]
+        print(f"{' + '.join(names):<40} {acc[0]:>9.3f} {acc[1]:>12.3f}")
+
+
+if __name__ == "__main__":
+    main()
