@@ -7,6 +7,7 @@ model's heads range over.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +41,24 @@ def default_config_path() -> Path:
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Read the YAML config; raises ConfigError naming the file on any problem."""
+    """Read the YAML config; raises ConfigError naming the file on any problem.
+
+    A file with a top-level ``extends: other.yaml`` (relative to its own folder) is an overlay:
+    the other file is loaded first and this one is deep-merged onto it (deep_merge), so a domain
+    such as config/hri.yaml states only what it adds or changes to config/tabletop.yaml."""
     p = Path(path) if path else default_config_path()
+    data = _load_layers(p, ())
+    for key in ("actions", "safety"):
+        if key not in data:
+            raise ConfigError(f"config file {p} lacks the '{key}' section")
+    data["_path"] = str(p)
+    return data
+
+
+def _load_layers(p: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """One file with its `extends` chain merged in, relative file keys resolved per file."""
+    if p.resolve() in seen:
+        raise ConfigError(f"config file {p}: 'extends' cycle through {[str(s) for s in seen]}")
     try:
         data = yaml.safe_load(p.read_text())
     except FileNotFoundError as exc:
@@ -50,12 +67,33 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping at the top level")
-    for key in ("actions", "safety"):
-        if key not in data:
-            raise ConfigError(f"config file {p} lacks the '{key}' section")
-    data["_path"] = str(p)
+    # Each layer's relative paths name files beside that layer, wherever the merge takes them.
     _resolve_files(data, p.resolve().parent)
-    return data
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(f"config file {p}: 'extends' must name one YAML file")
+    base_path = Path(os.path.normpath(p.resolve().parent / base_name))
+    base = _load_layers(base_path, (*seen, p.resolve()))
+    merged = deep_merge(base, data)
+    # Provenance for reports: the files under this one, innermost first.
+    merged["_extends"] = [*base.get("_extends", []), str(base_path)]
+    return merged
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of `base` with `override` merged in recursively: mappings merge key by key, any
+    other value (lists included) replaces the base's, and a None value deletes the key."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 # Files named in the YAML, by section and key: a relative path names a file beside the YAML (the

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from safari_ros.config import ConfigError, default_config_path, load_config
+from safari_ros.config import ConfigError, deep_merge, default_config_path, load_config
 
 __all__ = [
     "EVALUATION_CONFIG",
@@ -55,19 +55,6 @@ def load_evaluation_config(path: str | os.PathLike[str] | None = None) -> dict[s
     if REFERENCE not in data["methods"]:
         raise ConfigError(f"evaluation config {p}: methods must include '{REFERENCE}'")
     return data
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
-    """A copy of `base` with `override` merged in recursively; a None value deletes the key."""
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def apply_overrides(resolved: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

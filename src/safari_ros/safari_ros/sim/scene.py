@@ -5,7 +5,8 @@ Everything is primitive geometry, so nothing needs downloading: a table whose to
 agree by construction) with a parallel gripper, a pool of free objects per configured shape (the
 unused ones are parked under the table), two coloured target pads, one translucent red box per
 keep-out zone of config['safety'] (plus a vase for a fragile object and a hand for a person), and
-the RGB-D camera. Run ``python -m safari_ros.sim.scene out.xml`` to write the MJCF for a viewer.
+the RGB-D camera, and with config `hri.person` (the HRI domain) a moving person (sim/person.py).
+Run ``python -m safari_ros.sim.scene out.xml`` to write the MJCF for a viewer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from safari_ros.config import Box, load_config, safety_limits
 from safari_ros.robot import kinematics as kin
+from safari_ros.sim.person import person_xml
 
 CAMERA_NAME = "camera"
 TABLE_GEOM = "table"
@@ -251,6 +253,7 @@ def build_mjcf(cfg: dict[str, Any]) -> str:
   {pads}
   {_objects_xml(sim)}
   {_arm_xml()}
+  {person_xml(cfg)}
 </worldbody>
 <actuator>
   {"".join(

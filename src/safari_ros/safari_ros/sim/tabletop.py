@@ -23,6 +23,7 @@ from safari_ros.config import ActionSpec, ConfigError, action_specs, load_config
 from safari_ros.robot import kinematics as kin
 from safari_ros.robot.primitives import PrimitivePlanner
 from safari_ros.robot.trajectory import cubic_hermite
+from safari_ros.sim import person as hri_person
 from safari_ros.sim import scene
 from safari_ros.sim.tasks import (
     Layout,
@@ -136,6 +137,10 @@ class TabletopSim:
         self._object_contype = m.geom_contype.copy()
         self._object_conaffinity = m.geom_conaffinity.copy()
         self._pads = [m.body(f"pad/{i}").id for i in range(scene.N_PADS)]
+        # HRI domain only (config `hri.person`): the person and its two cost sources.
+        self.person = hri_person.Person(self.cfg, m) if hri_person.enabled(self.cfg) else None
+        self.cost_source_names = COST_SOURCES + (
+            hri_person.COST_SOURCES if self.person is not None else ())
 
     # ----------------------------------------------------------------------------- episodes
     def reset(
@@ -156,6 +161,9 @@ class TabletopSim:
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
         self.arrange(layout, self.home_q, self.gripper_open)
+        if self.person is not None:  # a new path from rest, posed before the objects settle
+            self.person.reset(seed, [xy for _, xy in layout.pads])
+            self.person.apply(m, d, 0.0)
         for _ in range(25):  # let the objects settle on the table before the clock starts
             mujoco.mj_step(m, d, nstep=self.steps_per_tick)
         d.time = 0.0
@@ -406,12 +414,14 @@ class TabletopSim:
         m, d = self.model, self.data
         n_steps = max(1, round(dt / m.opt.timestep))
         phi0 = self._potential()
-        flags = dict.fromkeys(COST_SOURCES, 0)
+        flags = dict.fromkeys(self.cost_source_names, 0)
         success = False
         while n_steps > 0:
             n = min(self.steps_per_tick, n_steps)
             self._expire_command()
             d.ctrl[:] = self._setpoint(d.time + n * m.opt.timestep)
+            if self.person is not None:  # the person's pose at the end of the tick, like ctrl
+                self.person.apply(m, d, d.time + n * m.opt.timestep)
             mujoco.mj_step(m, d, nstep=n)
             n_steps -= n
             for name, hit in self.cost_sources().items():
@@ -458,9 +468,12 @@ class TabletopSim:
         q = d.qpos[self._qadr[:7]]
         margin = self.limits.joint_limit_margin_rad
         near_limit = np.any(q < self._lower[:7] + margin) or np.any(q > self._upper[:7] - margin)
-        return {"keep_out": int(keep_out), "fragile_contact": int(fragile),
-                "ee_speed": int(speed), "joint_limits": int(near_limit),
-                "table_contact": int(table)}
+        sources = {"keep_out": int(keep_out), "fragile_contact": int(fragile),
+                   "ee_speed": int(speed), "joint_limits": int(near_limit),
+                   "table_contact": int(table)}
+        if self.person is not None:  # HRI domain: separation and person_contact
+            sources.update(self.person.cost_sources(m, d, self._robot_geoms))
+        return sources
 
     def _task_state(self) -> tuple[np.ndarray, np.ndarray]:
         return self.ee_position(), self.data.xpos[self._target_body].copy()
@@ -563,6 +576,15 @@ class TabletopSim:
         # MuJoCo's fovy spans the full image height; pixels are square.
         f = 0.5 * h / math.tan(math.radians(float(cam["fovy_deg"])) / 2)
         return np.array([[f, 0.0, (w - 1) / 2], [0.0, f, (h - 1) / 2], [0.0, 0.0, 1.0]])
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """Pixel coordinates (..., 2) (u right, v down; pixel centres at integers) of base-frame
+        points (..., 3) in the rendered images: the pinhole model of camera_matrix()."""
+        pose = scene.camera_pose(self.cfg["sim"]["camera"])
+        d = np.asarray(points, float) - pose.position
+        optical = np.stack([d @ pose.right, -(d @ pose.up), d @ pose.forward], axis=-1)
+        k = self.camera_matrix()
+        return optical[..., :2] / optical[..., 2:] * np.diag(k)[:2] + k[:2, 2]
 
     def camera_info(self) -> dict[str, Any]:
         """sensor_msgs/CameraInfo fields (frame_id, width, height, distortion_model, d, k, r, p)."""
