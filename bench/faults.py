@@ -385,12 +385,17 @@ class Bench:
         inject()
 
         def stop_time() -> float | None:
-            watchdog = next((t for t, d in self.obs.since("shield_decision", t_fault)
+            # The stop that answers the watchdog is matched by the shield's own stamps (the
+            # command is stamped as sent, the decision just after): under load the two topics
+            # can reach this process in either order and far apart.
+            watchdog = next((stamp_ns(d.header.stamp) for _, d in
+                             self.obs.since("shield_decision", t_fault)
                              if d.reason.startswith("watchdog")), None)
             if watchdog is None:
                 return None
             return next((t for t, c in self.obs.since("controller_command", t_fault)
-                         if self.is_stop(c) and t >= watchdog - 0.05), None)
+                         if self.is_stop(c)
+                         and abs(stamp_ns(c.header.stamp) - watchdog) < 50_000_000), None)
 
         if wait_for(lambda: stop_time() is not None, 10):
             t_stop = stop_time()

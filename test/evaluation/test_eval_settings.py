@@ -126,3 +126,9 @@ def test_flatten_and_diff() -> None:
     a = {"x": {"y": 1, "z": [1, 2]}, "w": {}}
     assert flatten(a) == {"x.y": 1, "x.z": [1, 2], "w": {}}
     assert config_diff(a, {"x": {"y": 2, "z": [1, 2]}}) == {"x.y": (1, 2), "w": ({}, None)}
+
+
+def test_tiny_is_the_test_preset_under_safari_pretrains_name():
+    tiny, test = build_plan("tiny"), build_plan("test")
+    assert [(r.name, r.seed, r.resolved) for r in tiny.runs] == \
+        [(r.name, r.seed, r.resolved) for r in test.runs]
