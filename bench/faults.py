@@ -297,6 +297,7 @@ class Bench:
         self.stop_settle_s = STOP_SETTLE_S
         self.joints = list(JOINTS)
         self.bad_versions: set[int] = set()
+        self.lost_before: set[int] = set()  # transitions an earlier trial already counted lost
         self.next_bad_version = 1_000_000
 
     # -------------------------------------------------------------- helpers
@@ -504,7 +505,9 @@ class Bench:
             # Only transitions published while the disk was full count: the earlier ones were
             # written without limit.
             published = {s for s in published if s / 1e9 > clear_wall - (t_clear - t0)}
-        trial.lost = len(published - self.bag_stamps())
+        lost = published - self.bag_stamps()
+        trial.lost = len(lost - self.lost_before)
+        self.lost_before |= lost
         trial.corrupt_loaded = self.corrupt_checkpoints() + self.loaded_bad_versions()
         trial.crashes += self.crashes()
         # The control loop does not need the learner.

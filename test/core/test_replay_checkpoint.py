@@ -259,3 +259,24 @@ def test_nan_free_helper():
     assert not nan_free([torch.tensor([0.0, float("nan")])])
     out = make_tiny_model(tiny_hp())(random_batch(make_tiny_model(), 2).state)
     assert nan_free(out)
+
+
+def test_a_checkpoint_write_that_fails_leaves_nothing_under_the_final_name(tmp_path, monkeypatch):
+    """A full disk while the sha256 sidecar is written (ENOSPC): no checkpoint may be visible
+    without the sidecar that validates it, and no temporary file may be left behind."""
+    import errno
+
+    from safari_ros.core import checkpoint
+
+    def disk_full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    model = make_tiny_model()
+    path = tmp_path / "adapters_v0001.safetensors"
+    monkeypatch.setattr(checkpoint, "_atomic_write_text", disk_full)
+    with pytest.raises(OSError):
+        save_checkpoint(path, model, 1, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    save_checkpoint(path, model, 1, 1)  # the disk has room again
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.name + ".sha256"]

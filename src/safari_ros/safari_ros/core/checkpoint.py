@@ -63,11 +63,14 @@ class CheckpointInfo:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 _VERSIONED = re.compile(r"adapters_v(\d+)\.safetensors")
@@ -121,12 +124,17 @@ def save_checkpoint(
         "extra": json.dumps(extra or {}),
     }
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    with open(tmp, "rb+") as f:  # durable before it becomes visible under the final name
-        os.fsync(f.fileno())
-    digest = file_sha256(tmp)
-    os.replace(tmp, path)
-    _atomic_write_text(sidecar_path(path), f"{digest}  {path.name}\n")
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        with open(tmp, "rb+") as f:  # durable before it becomes visible under the final name
+            os.fsync(f.fileno())
+        digest = file_sha256(tmp)
+        # The sidecar first: a checkpoint is never visible under its final name without the
+        # sha256 that validates it (a full disk between the two writes left such files).
+        _atomic_write_text(sidecar_path(path), f"{digest}  {path.name}\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return read_checkpoint_info(path, expected_sha256=digest)
 
 

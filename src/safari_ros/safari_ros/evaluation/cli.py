@@ -51,7 +51,9 @@ log = logging.getLogger("safari_evaluate")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
     p = argparse.ArgumentParser(prog="safari_evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="quick", help="quick | full | test (= tiny, as in safari_pretrain) (config/evaluation.yaml)")
+    p.add_argument("--preset", default="quick",
+                   help="quick | full | test (= tiny, as in safari_pretrain) "
+                        "(config/evaluation.yaml)")
     p.add_argument("--weights", default=None,
                    help="local open_clip weights file for the preset's architecture "
                         "(default: the config's; empty there = random init, stated in the report)")

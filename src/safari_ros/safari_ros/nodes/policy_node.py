@@ -138,11 +138,14 @@ class PolicyNode(Node):
         if why:
             self.last_swap = f"refused {path}: {why}"
             self.get_logger().error(f"checkpoint refused, keeping version {self.version}: {why}")
-            return False, why
-        self.version = version
-        self.last_swap = f"loaded {path} (version {version})"
-        self.get_logger().info(self.last_swap)
-        return True, ""
+        else:
+            self.version = version
+            self.last_swap = f"loaded {path} (version {version})"
+            self.get_logger().info(self.last_swap)
+        # Every outcome reaches /diagnostics at once: with the 1 Hz status alone, the learner's
+        # next good checkpoint could replace a refusal before anyone saw it.
+        self.publish_status()
+        return not why, why
 
     def on_checkpoint(self, msg: AdapterCheckpoint) -> None:
         """Hot-swap an announced checkpoint (newer than the current one) through the gate."""
