@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from safari_ros.config import deep_merge
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config" / "tabletop.yaml"
 # Where a failing test's node logs are copied (ignored by git): pytest keeps only its last three
@@ -33,8 +35,10 @@ def start_supervisor(specs: list, run_dir: Path, log_dir: Path) -> Any:
     return sup
 
 
-def tiny_stack_config(folder: Path, **learner_params: Any) -> Path:
-    """Write a config for a fast stack into folder and return its path."""
+def tiny_stack_config(folder: Path, sections: dict[str, Any] | None = None,
+                      **learner_params: Any) -> Path:
+    """Write a config for a fast stack into folder and return its path; `sections` are merged
+    into it (as an `extends` overlay would: e.g. the HRI domain's `hri` section)."""
     from core.core_helpers import tiny_learning_dict  # the tiny ViT the core tests use
 
     cfg = yaml.safe_load(CONFIG.read_text())
@@ -46,21 +50,23 @@ def tiny_stack_config(folder: Path, **learner_params: Any) -> Path:
     cfg["nodes"]["learner_node"]["parameters"].update(
         {"checkpoint_every_updates": 5, "status_period_s": 0.2, **learner_params})
     path = folder / "stack.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(deep_merge(cfg, sections)))
     return path
 
 
 @contextmanager
-def one_node(folder: Path, name: str, use_sim: bool) -> Iterator[tuple[dict, Any, Any]]:
+def one_node(folder: Path, name: str, use_sim: bool,
+             sections: dict[str, Any] | None = None) -> Iterator[tuple[dict, Any, Any]]:
     """Start the tiny stack's node `name` as its own process (logs in folder/logs) beside a probe
-    node in this process; yields (config, supervisor, probe) and tears all down."""
+    node in this process; yields (config, supervisor, probe) and tears all down. `sections`:
+    see tiny_stack_config."""
     import rclpy
     from rclpy.node import Node
 
     from safari_ros.config import load_config
     from safari_ros.graph import node_specs
 
-    cfg = load_config(tiny_stack_config(folder))
+    cfg = load_config(tiny_stack_config(folder, sections))
     specs = [s for s in node_specs(cfg, {"use_sim": str(use_sim).lower()}) if s.name == name]
     sup = start_supervisor(specs, folder, folder / "logs")
     rclpy.init()

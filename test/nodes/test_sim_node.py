@@ -17,7 +17,7 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
-from nodes.stack_support import one_node  # noqa: E402
+from nodes.stack_support import REPO, one_node  # noqa: E402
 from safari_msgs.msg import Feedback  # noqa: E402
 from safari_ros.nodes.common import stamp_ns  # noqa: E402
 from safari_ros.robot import kinematics as kin  # noqa: E402
@@ -121,3 +121,25 @@ def test_sim_node_moves_on_commands_and_refuses_bad_ones(tmp_path):
     log = (tmp_path / "logs" / "sim_node.log").read_text()  # complete once the node exited
     for reason in ("unknown joint", "non-finite", "beyond its limits", "empty"):
         assert reason in log, f"no refusal for {reason!r} in the log:\n{log}"
+
+
+def test_sim_node_reports_the_person_cost_sources_with_the_hri_config(tmp_path):
+    # sim_node once built its per-tick cost sources from the tabletop's five names, so the HRI
+    # domain's person sources raised KeyError in its loop.
+    from safari_ros.config import load_config
+
+    hri = load_config(REPO / "config" / "hri.yaml")["hri"]
+    with one_node(tmp_path, "sim_node", use_sim=True, sections={"hri": hri}) as (cfg, sup, node):
+        feedback: list[Feedback] = []
+        node.create_subscription(Feedback, cfg["topics"]["feedback"], feedback.append, 50)
+        reset = node.create_client(Trigger, "/sim_node/reset")
+        assert reset.wait_for_service(timeout_sec=120), "sim_node did not come up"
+        future = reset.call_async(Trigger.Request())
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not (future.done() and len(feedback) >= 3):
+            rclpy.spin_once(node, timeout_sec=0.05)
+        assert future.done() and future.result().success
+        assert len(feedback) >= 3, f"no feedback; sim_node exited: {sup.dead()}"
+        assert {"separation", "person_contact", "table_contact"} <= set(feedback[-1].cost_sources)
+        assert len(feedback[-1].cost_active) == len(feedback[-1].cost_sources)
+        assert not sup.dead()

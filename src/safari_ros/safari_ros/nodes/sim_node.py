@@ -41,7 +41,7 @@ from safari_ros.nodes.common import (
     run_node,
     stamp_ns,
 )
-from safari_ros.sim import COST_SOURCES, CommandRejectedError, TabletopSim, TaskError
+from safari_ros.sim import CommandRejectedError, TabletopSim, TaskError
 
 SENSOR_PUB_QOS = 5  # REP-2003: sensor publishers keep the default (reliable) profile
 
@@ -279,7 +279,7 @@ class SimNode(Node):
         """Advance dt of sim time, publishing /clock and joint states at their rate."""
         n = max(1, round(dt * self.joint_rate))
         reward, cost, success = 0.0, 0, False
-        sources = dict.fromkeys(COST_SOURCES, 0)
+        sources = dict.fromkeys(self.sim.cost_source_names, 0)
         for _ in range(n):
             with self.lock:
                 r = self.sim.advance(dt / n)
