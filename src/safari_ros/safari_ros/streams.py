@@ -13,6 +13,7 @@ import bisect
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -45,8 +46,7 @@ class ApproximateTimeSync:
             if len(buf) == buf.maxlen:
                 buf.popleft()
                 self.dropped += 1
-            buf.insert(bisect.bisect_right([s for s, _ in buf], int(stamp_ns)),
-                       (int(stamp_ns), item))
+            bisect.insort(buf, (int(stamp_ns), item), key=itemgetter(0))
         else:
             buf.append((int(stamp_ns), item))
         matches = []
