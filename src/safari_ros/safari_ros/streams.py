@@ -13,7 +13,6 @@ import bisect
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -46,7 +45,8 @@ class ApproximateTimeSync:
             if len(buf) == buf.maxlen:
                 buf.popleft()
                 self.dropped += 1
-            bisect.insort(buf, (int(stamp_ns), item), key=itemgetter(0))
+            buf.insert(bisect.bisect_right([s for s, _ in buf], int(stamp_ns)),
+                       (int(stamp_ns), item))
         else:
             buf.append((int(stamp_ns), item))
         matches = []
