@@ -95,7 +95,7 @@ def _worker(args: argparse.Namespace) -> dict:
             torch.rand(n, hp.heads.depth_dim, generator=gen).to(device),
             torch.randn(n, hp.heads.proprio_dim, generator=gen).to(device),
             torch.nn.functional.normalize(
-                torch.randn(n, model.backbone.embed_dim, generator=gen), dim=-1
+                torch.randn(n, model.instruction_dim, generator=gen), dim=-1
             ).to(device),
         ]
 

@@ -9,7 +9,7 @@ instruction-steered readout) to put a soft-argmax attention over the image's pat
 object, and reports the held-out error in lattice steps against the error of always guessing the
 mean position. Feature sets: raw patch colours (the resolution limit of the patch grid itself),
 the frozen layer-k tokens the stack caches, and the final patch embeddings. Views: the camera's
-full frame, and a square crop around the task region (what a region-of-interest would give).
+full frame, and the window the stack shows the backbone (learning.backbone.roi).
 
 Run from the repository root after `source scripts/env.sh`:
     python bench/bench_localisation.py [--scenes 700] [--steps 1500]
@@ -33,46 +33,39 @@ from torch import nn
 
 from safari_ros.config import load_config
 from safari_ros.core import build_model
+from safari_ros.core.backbone import crop_roi
+from safari_ros.core.hparams import RegionOfInterest
 from safari_ros.core.model import SafariModel
 from safari_ros.sim import TabletopSim
 
 
-def crop_box(sim: TabletopSim, margin_steps: float = 2.0) -> tuple[int, int, int]:
-    """(u0, v0, side) of the square image crop around the task region plus a margin."""
-    region, step = sim.cfg["sim"]["tasks"]["region"], float(sim.cfg["actions"]["step_m"])
-    lo = np.array(region["min"]) - margin_steps * step
-    hi = np.array(region["max"]) + margin_steps * step
-    corners = np.array([[x, y, 0.02] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])])
-    px = sim.project(corners)
-    centre, side = (px.min(0) + px.max(0)) / 2, float((px.max(0) - px.min(0)).max())
-    width, height = sim.cfg["sim"]["camera"]["width"], sim.cfg["sim"]["camera"]["height"]
-    side = min(side, width, height)
-    u0 = int(np.clip(centre[0] - side / 2, 0, width - side))
-    v0 = int(np.clip(centre[1] - side / 2, 0, height - side))
-    return u0, v0, int(side)
-
-
 def render(sim: TabletopSim, n: int, seed: int,
-           box: tuple[int, int, int] | None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray,
-                                                      float]:
-    """Scenes: images, the named object's position in [-1, 1] image units, its (colour, shape)
-    pair index, and the pixels per lattice step at the task region's centre in those units."""
+           roi: RegionOfInterest | None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray,
+                                                  float]:
+    """Scenes: images (the ROI's window), the named object's position in [-1, 1] units of that
+    window, its (colour, shape) pair index, and the window units per lattice step at the task
+    region's centre."""
     spec = sim.cfg["sim"]["tasks"]["train"]
     pairs = [(c, s) for c in spec["colours"] for s in spec["objects"]]
+    cam = sim.cfg["sim"]["camera"]
+    roi = roi or RegionOfInterest(0, 0, cam["width"], cam["height"], cam["width"], cam["height"])
+    scale = cam["width"] / roi.image_width
+    origin = np.array([roi.x_offset, roi.y_offset]) * scale
+    side = roi.width * scale
+
+    def window_units(points: np.ndarray) -> np.ndarray:
+        return (sim.project(points) - origin) / side * 2 - 1
+
     images, targets, ids = [], [], []
     for i in range(n):
         sim.reset(seed=seed + i)
-        rgb = sim.render_rgb()
-        u0, v0, side = box if box else (0, 0, rgb.shape[1])
-        images.append(rgb[v0:v0 + side, u0:u0 + side] if box else rgb)
-        uv = (sim.project(sim.target_object_position()) - (u0, v0)) / side * 2 - 1
-        targets.append(uv)
+        images.append(crop_roi(sim.render_rgb(), roi))
+        targets.append(window_units(sim.target_object_position()))
         ids.append(pairs.index((sim.task.colour, sim.task.shape)))
     region = sim.cfg["sim"]["tasks"]["region"]
     centre = np.array([*(np.add(region["min"], region["max"]) / 2), 0.02])
     step = float(sim.cfg["actions"]["step_m"])
-    side = box[2] if box else sim.cfg["sim"]["camera"]["width"]
-    per_step = [np.linalg.norm(sim.project(centre + step * e) - sim.project(centre)) / side * 2
+    per_step = [np.linalg.norm(window_units(centre + step * e) - window_units(centre))
                 for e in np.eye(3)[:2]]
     return images, np.array(targets, np.float32), np.array(ids), float(np.mean(per_step))
 
@@ -139,12 +132,15 @@ def main() -> None:
     print(f"backbone {model.backbone_id}, {ns.scenes} scenes ({n_train} probe-train), "
           f"error in lattice steps of {cfg['actions']['step_m']} m (the policy needs < 0.5)")
     print(f"{'view':<28} {'features':<24} {'probe':>7} {'guess mean':>11}")
-    for view, box in (("full frame", None), ("task-region crop", crop_box(sim))):
+    roi = model.backbone.roi
+    model.backbone.roi = None  # the bench cuts each view's window itself
+    views = [("full frame", None)] + ([("learning.backbone.roi", roi)] if roi else [])
+    for view, window in views:
         t0 = time.perf_counter()
-        images, targets, ids, per_step = render(sim, ns.scenes, ns.seed, box)
+        images, targets, ids, per_step = render(sim, ns.scenes, ns.seed, window)
         baseline = float(np.linalg.norm(targets[n_train:] - targets[:n_train].mean(0),
                                          axis=1).mean())
-        label = view if box is None else f"{view} {box[2]} px"
+        label = f"{view} {images[0].shape[1]} px"
         for name, feats in patch_features(model, images).items():
             err = probe_error(feats, ids, targets, n_train, ns.lr, ns.steps, ns.seed)
             print(f"{label:<28} {name:<24} {err / per_step:>7.2f} {baseline / per_step:>11.2f}")

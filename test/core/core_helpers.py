@@ -20,10 +20,15 @@ open_clip.add_model_config(Path(__file__).parent / "model_configs")
 def tiny_learning_dict(**backbone_overrides) -> dict:
     """The repository's learning: section, resized to the tiny ViT (split at 2 of 4 blocks)."""
     raw = copy.deepcopy(load_config()["learning"])
-    raw["backbone"].update(architecture=TINY, image_size=32, weights="", **backbone_overrides)
+    # the whole image: the tests' cameras are tiny (test_view_and_readout.py tests the window)
+    raw["backbone"].update(architecture=TINY, image_size=32, weights="", roi=None,
+                           **backbone_overrides)
     raw["split_layer_k"] = 2
     raw["adapters"].update(task_layers=[2, 3], safety_layers=[3], bottleneck=8)
     raw["heads"]["hidden"] = 32
+    # no spatial readout: on a random-init 2 x 2-patch ViT it only adds noise to the state
+    # (test_view_and_readout.py tests it)
+    raw["heads"]["spatial_queries"] = 0
     return raw
 
 
@@ -50,7 +55,7 @@ def random_states(model: SafariModel, n: int, gen: torch.Generator) -> StateBatc
     images = torch.randn(n, 3, 32, 32, generator=gen)
     hp = model.hp.heads
     instr = torch.nn.functional.normalize(
-        torch.randn(n, model.backbone.embed_dim, generator=gen), dim=-1
+        torch.randn(n, model.instruction_dim, generator=gen), dim=-1
     )
     return StateBatch(
         model.prefix(images),

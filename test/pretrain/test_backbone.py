@@ -15,9 +15,10 @@ import torch
 
 from safari_ros.config import action_specs, load_config
 from safari_ros.core.backbone import BackboneError, load_backbone, weights_card_path
-from safari_ros.core.hparams import learning_config
+from safari_ros.core.hparams import RegionOfInterest, learning_config
 from safari_ros.pretrain.backbone import (
     BackboneTrainSettings,
+    dense_loss,
     load_backbone_data_config,
     train_backbone,
 )
@@ -25,6 +26,7 @@ from safari_ros.pretrain.scenes import (
     SceneRandomiser,
     caption_for_evaluation,
     caption_for_training,
+    patch_label_fractions,
     scene_facts,
 )
 
@@ -86,12 +88,69 @@ def test_captions_describe_scenes_never_the_task() -> None:
     assert set(data_cfg["scenes"]["extra_shapes"]) <= seen_shapes
 
 
+def test_patch_labels_are_the_share_of_each_patch_each_thing_covers() -> None:
+    labels = np.zeros((8, 8), np.int16)
+    labels[0:2, 0:2] = 1  # all of the first patch (of 2 x 2 patches of 4 x 4 pixels)
+    labels[4:6, 6:8] = 2  # a quarter of the last patch
+    shares = patch_label_fractions(labels, 3, size=8, grid=2)
+    assert shares.shape == (4, 3)
+    np.testing.assert_allclose(shares.sum(1), 1.0)
+    np.testing.assert_allclose(shares[:, 1], [0.25, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(shares[:, 2], [0.0, 0.0, 0.0, 0.25])
+    # resized like the image: a 16 px map onto the same 8 px grid gives the same shares
+    big = np.kron(labels, np.ones((2, 2), np.int16))
+    np.testing.assert_allclose(patch_label_fractions(big, 3, size=8, grid=2), shares)
+
+
+def test_a_labelled_scene_states_only_what_the_window_shows() -> None:
+    cfg = load_config()
+    data_cfg = load_backbone_data_config(cfg)
+    randomiser = SceneRandomiser(cfg, data_cfg)
+    cam = cfg["sim"]["camera"]
+    try:
+        state = randomiser.sample(np.random.default_rng([5, 0]))
+        assert state.objects
+        rgb, seen, phrases, labels = randomiser.render_labelled(state, None)
+        assert rgb.shape[:2] == labels.shape == (cam["height"], cam["width"])
+        assert phrases[:3] == ["the table", "the robot arm", "the gripper"]
+        for o in seen.objects:  # every object stated is drawn, under its own phrase
+            k = next(i for i, p in enumerate(phrases) if p.endswith(o.name))
+            assert (labels == k).sum() >= 12
+        # a window of table in the near corner shows none of the objects: none is stated
+        corner = RegionOfInterest(x_offset=0, y_offset=cam["height"] - 20, width=20, height=20,
+                                  image_width=cam["width"], image_height=cam["height"])
+        rgb, seen, phrases, labels = randomiser.render_labelled(state, corner)
+        assert rgb.shape == (20, 20, 3) and labels.shape == (20, 20)
+        assert not seen.objects and not seen.pads
+        assert scene_facts(seen)[0] == "an empty table"
+    finally:
+        randomiser.close()
+
+
+def test_the_dense_loss_prefers_patches_that_match_their_phrases() -> None:
+    gen = torch.Generator().manual_seed(0)
+    phrases = torch.nn.functional.normalize(torch.randn(3, 8, generator=gen), dim=-1)
+    targets = torch.eye(3)[torch.tensor([0, 1, 2, 2])][None]  # (1, 4 patches, 3 phrases)
+    matched = phrases[torch.tensor([0, 1, 2, 2])][None]
+    shuffled = phrases[torch.tensor([1, 2, 0, 0])][None]
+    scale = torch.tensor(20.0)
+    # the floor: the third phrase covers two patches, so its "where" target is split (ln 2 / 3)
+    assert dense_loss(matched, phrases, targets, scale) < 0.3
+    assert dense_loss(shuffled, phrases, targets, scale) > 5.0
+    patches = torch.randn(1, 4, 8, generator=gen, requires_grad=True)
+    before = dense_loss(patches, phrases, targets, scale)
+    before.backward()
+    with torch.no_grad():
+        after = dense_loss(patches - 0.01 * patches.grad, phrases, targets, scale)
+    assert after < before
+
+
 def _mini_config() -> tuple[dict, dict]:
     """Small renders of simpler scenes, so that a miniature model learns within seconds: a
     closer camera, objects three times their size, one or two of them, no pads or props."""
     cfg = load_config()
     cfg["learning"]["backbone"].update(architecture=MINI, image_size=48, weights="",
-                                       model_config_dir="")
+                                       model_config_dir="", roi=None)
     cfg["sim"]["camera"].update(width=64, height=64, position=[1.0, 0.0, 0.55])
     data_cfg = load_backbone_data_config(cfg)
     for shapes in (cfg["sim"]["shapes"], data_cfg["scenes"]["extra_shapes"]):
@@ -130,6 +189,8 @@ def test_miniature_backbone_retrieval_rises_above_chance(mini_backbone) -> None:
         assert r[f"{direction}_top1"] >= 3 * r["chance_top1"], r
         assert r[f"{direction}_top5"] >= 2 * r["chance_top5"], r
         assert r[f"{direction}_top5"] > ref[f"{direction}_top5"] + 0.1, (r, ref)
+    loc, ref_loc = card["heldout"]["localisation"], card["random_init_reference"]["localisation"]
+    print(json.dumps({"trained": loc, "random_init": ref_loc}, indent=1))
     md = out.with_suffix(".md").read_text()
     assert card["sha256"] in md and "random init" in md
 

@@ -64,7 +64,9 @@ def test_episode_truncates_after_episode_steps() -> None:
 def test_sync_vector_env_with_two_envs() -> None:
     envs = gym.vector.SyncVectorEnv([lambda: gym.make(ENV_ID) for _ in range(2)])
     obs, info = envs.reset(seed=[1, 2])
-    assert obs["rgb"].shape == (2, 224, 224, 3) and obs["proprio"].shape == (2, 21)
+    cam = load_config()["sim"]["camera"]
+    assert obs["rgb"].shape == (2, cam["height"], cam["width"], 3)
+    assert obs["proprio"].shape == (2, 21)
     for _ in range(2):
         obs, reward, _, _, info = envs.step(np.array([5, 4]))
     assert reward.shape == (2,) and info["cost"].shape == (2,)

@@ -26,7 +26,7 @@ from open_clip.transformer import (
 )
 from torch import nn
 
-from safari_ros.core.hparams import BackboneConfig
+from safari_ros.core.hparams import BackboneConfig, RegionOfInterest
 
 __all__ = [
     "BackboneError",
@@ -34,6 +34,7 @@ __all__ = [
     "TextEncoder",
     "check_vit_architecture",
     "check_weights_card",
+    "crop_roi",
     "file_sha256",
     "load_backbone",
     "normalize_images",
@@ -151,6 +152,26 @@ def adapted_block_forward(
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
+def crop_roi(images: torch.Tensor | np.ndarray, roi: RegionOfInterest | None
+             ) -> torch.Tensor | np.ndarray:
+    """The ROI's window of channel-last images (..., H, W, C), scaled to their resolution;
+    unchanged when roi is None. ValueError when the images' aspect ratio is not the one the ROI
+    was set for (another camera: set learning.backbone.roi for it)."""
+    if roi is None:
+        return images
+    h, w = images.shape[-3], images.shape[-2]
+    if h * roi.image_width != w * roi.image_height:
+        raise ValueError(
+            f"learning.backbone.roi is set for {roi.image_width}x{roi.image_height} images, not "
+            f"{w}x{h} ones: set it for this camera"
+        )
+    s = w / roi.image_width
+    x0, y0 = round(roi.x_offset * s), round(roi.y_offset * s)
+    x1 = max(x0 + 1, round((roi.x_offset + roi.width) * s))
+    y1 = max(y0 + 1, round((roi.y_offset + roi.height) * s))
+    return images[..., y0:y1, x0:x1, :]
+
+
 def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (B, H, W, 3) RGB -> float (B, 3, size, size) in [0, 1]: the shorter side resized to
     `size` (bicubic, antialiased), then centre-cropped; CLIP's own geometry, on tensors so that
@@ -198,7 +219,8 @@ class FrozenClip(nn.Module):
     """A frozen open_clip CLIP model (eval mode, no gradients) with a split image tower."""
 
     def __init__(
-        self, clip: nn.Module, architecture: str, backbone_id: str, device: torch.device
+        self, clip: nn.Module, architecture: str, backbone_id: str, device: torch.device,
+        roi: RegionOfInterest | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(getattr(clip, "visual", None), VisionTransformer):
@@ -217,6 +239,7 @@ class FrozenClip(nn.Module):
         self.image_mean = tuple(pcfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
         self.image_std = tuple(pcfg.get("std", open_clip.OPENAI_DATASET_STD))
         self.image_size = int(clip.visual.image_size[0])
+        self.roi = roi
         self.text = TextEncoder(clip, open_clip.get_tokenizer(architecture), device)
 
     def train(self, mode: bool = True) -> FrozenClip:
@@ -261,15 +284,16 @@ class FrozenClip(nn.Module):
     def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 RGB image(s) (H, W, 3) or (B, H, W, 3) -> normalised (B, 3, S, S) float32.
 
-        Resize the shorter side to S, centre-crop, normalise with the model's mean/std (CLIP's
-        own preprocessing, done on tensors so it also runs on the GPU).
+        The configured region of interest (learning.backbone.roi), then CLIP's own
+        preprocessing: resize the shorter side to S, centre-crop, normalise with the model's
+        mean/std (on tensors, so it also runs on the GPU).
         """
         x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
         if x.ndim == 3:
             x = x[None]
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"expected (B, H, W, 3) RGB images, got shape {tuple(x.shape)}")
-        x = resize_center_crop(x.to(self.device), self.image_size)
+        x = resize_center_crop(crop_roi(x, self.roi).to(self.device), self.image_size)
         return normalize_images(x, self.image_mean, self.image_std)
 
     def forward_prefix(self, images: torch.Tensor, k: int) -> torch.Tensor:
@@ -365,4 +389,4 @@ def load_backbone(cfg: BackboneConfig, device: str | torch.device = "cpu") -> Fr
         with torch.random.fork_rng(devices=[]), _offline():
             torch.manual_seed(cfg.random_init_seed)
             clip = open_clip.create_model(cfg.architecture, pretrained=None, **kwargs)
-    return FrozenClip(clip, cfg.architecture, backbone_id, device)
+    return FrozenClip(clip, cfg.architecture, backbone_id, device, cfg.roi)

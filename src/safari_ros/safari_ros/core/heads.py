@@ -8,6 +8,7 @@ region bounds every change of the policy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-__all__ = ["ActionCritic", "HeadOutputs", "SafariHeads", "mlp"]
+__all__ = ["ActionCritic", "HeadOutputs", "SafariHeads", "SpatialReadout", "mlp"]
 
 
 def mlp(d_in: int, hidden: int, d_out: int, zero_last: bool = False) -> nn.Sequential:
@@ -89,6 +90,51 @@ class StateValue(nn.Module):
         return self.net(state).squeeze(-1)
 
 
+class SpatialReadout(nn.Module):
+    """Where the things the instruction names lie in the image (CLIPort's language-steered
+    attention, read out as coordinates): each of Q queries, made from the CLIP embedding of one
+    of the instruction's referring phrases (core/language.py), attends over the patch
+    embeddings and gives its soft-argmax image position (x, y in [-1, 1] of the backbone's
+    view, x right, y down) and its peak attention (how sure it is).
+
+    A query starts as the phrase embedding itself, at the backbone's own temperature: the
+    backbone was trained to spread a phrase's attention over the patches its thing covers
+    (pretrain/backbone.py, dense_loss), so an untrained readout already finds "a red cube"
+    between patch centres. Training adjusts it per dimension and by a low-rank map (a full
+    E x E map per query would outweigh the adapters on a real CLIP)."""
+
+    def __init__(self, embed_dim: int, n_queries: int, grid: int, rank: int = 16,
+                 init_scale: float = 1 / 0.07) -> None:
+        super().__init__()
+        self.n_queries = n_queries
+        self.gain = nn.Parameter(torch.ones(n_queries, embed_dim))
+        self.bias = nn.Parameter(torch.zeros(n_queries, embed_dim))
+        self.down = nn.Parameter(torch.randn(n_queries, embed_dim, rank) / math.sqrt(embed_dim))
+        self.up = nn.Parameter(torch.zeros(n_queries, rank, embed_dim))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        c = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid * 2 - 1
+        v, u = torch.meshgrid(c, c, indexing="ij")  # the ViT orders its patches row-major
+        self.register_buffer("grid", torch.stack([u.flatten(), v.flatten()], dim=-1), False)
+
+    @property
+    def out_dim(self) -> int:
+        """Length of the readout: (x, y, peak) per query."""
+        return 3 * self.n_queries
+
+    def attention(self, patches: torch.Tensor, phrases: torch.Tensor) -> torch.Tensor:
+        """(B, Q, P) attention of each query over the patches; phrases (B, Q, E)."""
+        low = torch.einsum("bqe,qer->bqr", phrases, self.down)
+        q = phrases * self.gain + torch.einsum("bqr,qre->bqe", low, self.up) + self.bias
+        k = F.normalize(patches, dim=-1)
+        logits = torch.einsum("bqe,bpe->bqp", F.normalize(q, dim=-1), k)
+        return torch.softmax(self.log_scale.exp() * logits, dim=-1)
+
+    def forward(self, patches: torch.Tensor, phrases: torch.Tensor) -> torch.Tensor:
+        """(B, 3Q): each query's (x, y) then the peak attentions."""
+        attn = self.attention(patches, phrases)
+        return torch.cat([(attn @ self.grid).flatten(1), attn.amax(-1)], dim=-1)
+
+
 class SafariHeads(nn.Module):
     """State fusion, action embeddings and all heads.
 
@@ -104,6 +150,9 @@ class SafariHeads(nn.Module):
         hidden: int,
         tau_temperature: float,
         proprio_scale: Sequence[float] | None = None,
+        spatial_queries: int = 0,
+        patch_grid: int = 0,
+        readout_scale: float = 1 / 0.07,
     ) -> None:
         super().__init__()
         n_actions, embed_dim = action_text_embedding.shape
@@ -118,7 +167,12 @@ class SafariHeads(nn.Module):
         # not part of the state dict (the checkpoint stores the names and refuses a mismatch)
         self.register_buffer("action_text", action_text_embedding.detach().float(), False)
         # actor group
-        self.fuse = mlp(depth_dim + proprio_dim + embed_dim, hidden, embed_dim, zero_last=True)
+        self.embed_dim = embed_dim
+        self.readout = SpatialReadout(embed_dim, spatial_queries, patch_grid,
+                                      init_scale=readout_scale) if spatial_queries > 0 else None
+        extra = self.readout.out_dim if self.readout is not None else 0
+        self.fuse = mlp(depth_dim + proprio_dim + embed_dim + extra, hidden, embed_dim,
+                        zero_last=True)
         self.action_offset = nn.Parameter(torch.zeros(n_actions, embed_dim))
         self.policy = mlp(embed_dim, hidden, n_actions, zero_last=True)
         # critic group
@@ -133,7 +187,8 @@ class SafariHeads(nn.Module):
 
     def actor_modules(self) -> list[nn.Module | nn.Parameter]:
         """Modules/parameters that shape pi (besides the adapters)."""
-        return [self.fuse, self.action_offset, self.policy]
+        mods: list[nn.Module | nn.Parameter] = [self.fuse, self.action_offset, self.policy]
+        return mods + ([self.readout] if self.readout is not None else [])
 
     def critic_modules(self) -> list[nn.Module]:
         """Modules of the critics (Q_r, Q_c/C, V_C); they are Polyak-copied as targets."""
@@ -145,10 +200,20 @@ class SafariHeads(nn.Module):
         depth: torch.Tensor,
         proprio: torch.Tensor,
         instruction: torch.Tensor,
+        patches: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Unit-norm state embedding (B, E) from the image embedding and the other inputs."""
-        extra = torch.cat([depth, proprio * self.proprio_scale, instruction], dim=-1)
-        return F.normalize(image_embedding + self.fuse(extra), dim=-1)
+        """Unit-norm state embedding (B, E) from the image embedding and the other inputs.
+        With a spatial readout, `instruction` is the sentence's embedding followed by its Q
+        referring phrases' (B, (1 + Q) E; SafariModel.encode_instruction) and the readout of
+        the patch embeddings (B, P, E) joins the fused inputs."""
+        e = self.embed_dim
+        parts = [depth, proprio * self.proprio_scale, instruction[:, :e]]
+        if self.readout is not None:
+            if patches is None:
+                raise ValueError("these heads read the patch embeddings: pass patches")
+            phrases = instruction[:, e:].reshape(len(instruction), self.readout.n_queries, e)
+            parts.append(self.readout(patches, phrases))
+        return F.normalize(image_embedding + self.fuse(torch.cat(parts, dim=-1)), dim=-1)
 
     def action_embeddings(self) -> torch.Tensor:
         """(A, E) unit-norm action embeddings: CLIP text embedding + learned offset."""
@@ -177,9 +242,11 @@ class SafariHeads(nn.Module):
         proprio: torch.Tensor,
         instruction: torch.Tensor,
         detach_critic_inputs: bool = False,
+        patches: torch.Tensor | None = None,
     ) -> HeadOutputs:
-        """All heads. detach_critic_inputs: critic losses do not reach the actor's parameters."""
-        state = self.fuse_state(image_embedding, depth, proprio, instruction)
+        """All heads. detach_critic_inputs: critic losses do not reach the actor's parameters.
+        patches: the image's patch embeddings, for heads with a spatial readout."""
+        state = self.fuse_state(image_embedding, depth, proprio, instruction, patches)
         actions, similarity, logits = self.actor(state)
         cs, ca = (state.detach(), actions.detach()) if detach_critic_inputs else (state, actions)
         q_r, q_c, c_logits, v_c = self.critics(self.critic_modules(), cs, ca)

@@ -19,6 +19,7 @@ __all__ = [
     "HeadsConfig",
     "LearningConfig",
     "PretrainConfig",
+    "RegionOfInterest",
     "ReplayConfig",
     "ScapoConfig",
     "learning_config",
@@ -47,6 +48,30 @@ def _build(cls: type, data: dict[str, Any] | None, where: str) -> Any:
 
 
 @dataclass(frozen=True)
+class RegionOfInterest:
+    """A window of the camera image in pixels, with sensor_msgs/RegionOfInterest's field names,
+    given for images of image_width x image_height; the same camera at another resolution (the
+    tests' small renders) gets the window scaled to it."""
+
+    x_offset: int
+    y_offset: int
+    width: int
+    height: int
+    image_width: int
+    image_height: int
+
+    def __post_init__(self) -> None:
+        for name in ("x_offset", "y_offset", "width", "height", "image_width", "image_height"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if self.x_offset < 0 or self.y_offset < 0 or self.width < 1 or self.height < 1:
+            raise ValueError(f"roi needs offsets >= 0 and a size >= 1, got {self}")
+        if self.x_offset + self.width > self.image_width or \
+                self.y_offset + self.height > self.image_height:
+            raise ValueError(f"roi {self} does not fit its {self.image_width}x"
+                             f"{self.image_height} image")
+
+
+@dataclass(frozen=True)
 class BackboneConfig:
     """The frozen open_clip model: architecture name, local weights file or random init."""
 
@@ -57,6 +82,14 @@ class BackboneConfig:
     image_mean: tuple[float, float, float] | None = None  # None = open_clip's for the arch
     image_std: tuple[float, float, float] | None = None
     model_config_dir: str = ""  # extra open_clip model-config JSONs (custom architectures)
+    # The window of the camera image the backbone sees (None = the whole image): small objects
+    # need pixels, and the task's region is a fraction of a camera's view.
+    roi: RegionOfInterest | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.roi, dict):
+            object.__setattr__(self, "roi", _build(RegionOfInterest, self.roi,
+                                                   "learning.backbone.roi"))
 
 
 @dataclass(frozen=True)
@@ -85,10 +118,15 @@ class HeadsConfig:
     # The TCP position enters the heads in units of this length: rad and rad/s are O(1) but a
     # table contact is 2 cm away, which in metres the fusion MLP barely sees.
     tcp_unit_m: float = 0.1
+    # Instruction-steered queries over the patch embeddings (each adds its soft-argmax image
+    # position and peak attention to the fused state); 0 = the pooled embedding only.
+    spatial_queries: int = 0
 
     def __post_init__(self) -> None:
         if not self.tcp_unit_m > 0:
             raise ValueError("heads.tcp_unit_m must be > 0")
+        if self.spatial_queries < 0:
+            raise ValueError("heads.spatial_queries must be >= 0")
 
     @property
     def proprio_scale(self) -> tuple[float, ...]:

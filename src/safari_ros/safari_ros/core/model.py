@@ -16,6 +16,7 @@ from safari_ros.core.backbone import FrozenClip, adapted_block_forward, load_bac
 from safari_ros.core.batch import StateBatch
 from safari_ros.core.heads import HeadOutputs, SafariHeads
 from safari_ros.core.hparams import LearningConfig, learning_config
+from safari_ros.core.language import referring_phrases
 
 __all__ = ["SafariModel", "build_model"]
 
@@ -66,6 +67,9 @@ class SafariModel(nn.Module):
             hidden=hp.heads.hidden,
             tau_temperature=hp.pretrain.tau_temperature,
             proprio_scale=hp.heads.proprio_scale,
+            spatial_queries=hp.heads.spatial_queries,
+            patch_grid=int(backbone.visual.grid_size[0]),
+            readout_scale=float(backbone.clip.logit_scale.exp()),
         )
         self.to(backbone.device)
 
@@ -141,6 +145,11 @@ class SafariModel(nn.Module):
 
     def suffix(self, tokens: torch.Tensor) -> torch.Tensor:
         """Layer-k tokens (B, N, D) -> adapted blocks k..L-1, final norm, pool, proj -> (B, E)."""
+        return self.suffix_with_patches(tokens)[0]
+
+    def suffix_with_patches(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer-k tokens (B, N, D) -> the adapted pooled embedding (B, E) and patch
+        embeddings (B, P, E)."""
         x = tokens.to(self.device, torch.float32)
         for i in range(self.split_layer_k, self.backbone.num_layers):
             block = self.backbone.blocks[i]
@@ -149,24 +158,42 @@ class SafariModel(nn.Module):
                 x = checkpoint(adapted_block_forward, block, x, adapters, use_reentrant=False)
             else:
                 x = adapted_block_forward(block, x, adapters)
-        return self.backbone.pool(x)
+        return self.backbone.pool_and_patches(x)
 
     def suffix_and_heads(
         self, state: StateBatch, detach_critic_inputs: bool = False
     ) -> HeadOutputs:
         """All heads for a batch of states given as cached layer-k tokens plus the rest."""
         s = state.to(self.device)
-        return self.heads(
-            self.suffix(s.tokens), s.depth, s.proprio, s.instruction, detach_critic_inputs
-        )
+        pooled, patches = self.suffix_with_patches(s.tokens)
+        return self.heads(pooled, s.depth, s.proprio, s.instruction, detach_critic_inputs,
+                          patches if self.heads.readout is not None else None)
 
     def forward(self, state: StateBatch) -> HeadOutputs:
         """Same as suffix_and_heads."""
         return self.suffix_and_heads(state)
 
+    @property
+    def instruction_dim(self) -> int:
+        """Length of an encoded instruction: E, plus E per spatial query."""
+        return self.backbone.embed_dim * (1 + self.hp.heads.spatial_queries)
+
     def encode_instruction(self, texts: Sequence[str]) -> torch.Tensor:
-        """CLIP text embeddings (len, E) of instructions (cached per string)."""
-        return self.backbone.text.encode(list(texts))
+        """CLIP text embeddings of instructions (cached per string): (len, E), followed, when
+        the heads have Q spatial queries, by the embeddings of each instruction's first Q
+        referring phrases (the last one repeated when there are fewer; the sentence itself
+        when there is none): (len, (1 + Q) E)."""
+        texts = list(texts)
+        sentence = self.backbone.text.encode(texts)
+        q = self.hp.heads.spatial_queries
+        if q == 0:
+            return sentence
+        phrases = []
+        for text in texts:
+            found = referring_phrases(text) or [text]
+            phrases += (found + [found[-1]] * q)[:q]
+        queries = self.backbone.text.encode(phrases).reshape(len(texts), -1)
+        return torch.cat([sentence, queries], dim=1)
 
 
 def build_model(

@@ -26,7 +26,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from safari_ros.config import ActionSpec, ConfigError, action_specs
-from safari_ros.core.backbone import FrozenClip, load_backbone
+from safari_ros.core.backbone import FrozenClip, crop_roi, load_backbone
 from safari_ros.core.batch import StateBatch
 from safari_ros.core.heads import HeadOutputs, SafariHeads
 from safari_ros.core.hparams import LearningConfig, learning_config
@@ -82,10 +82,11 @@ class FullFinetuneModel(SafariModel):
         """Nothing is frozen: the state is the normalised image itself."""
         return images.to(self.device)
 
-    def suffix(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The whole (trainable) image tower on normalised images -> (B, E)."""
+    def suffix_with_patches(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole (trainable) image tower on normalised images -> (B, E) and (B, P, E)."""
         bb = self.backbone
-        return bb.pool(bb.forward_prefix(tokens.to(self.device, torch.float32), bb.num_layers))
+        return bb.pool_and_patches(bb.forward_prefix(tokens.to(self.device, torch.float32),
+                                                     bb.num_layers))
 
     def trainable_named_parameters(self):
         """Heads (and adapters, if any) plus the image tower."""
@@ -163,9 +164,11 @@ class CnnSafariModel(nn.Module):
         return self._device
 
     def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 RGB (B, H, W, 3) -> (B, 3, S, S) in [-1, 1], area-resized to image_size."""
+        """uint8 RGB (B, H, W, 3) -> (B, 3, S, S) in [-1, 1]: the ROI's window (as the VLM
+        models see it), area-resized to image_size."""
         x = torch.as_tensor(np.asarray(images)).to(self._device)
         x = x[None] if x.ndim == 3 else x
+        x = crop_roi(x, self.hp.backbone.roi)  # the same window the VLM models see
         x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
         return F.interpolate(x, size=(self.image_size, self.image_size), mode="area")
 
@@ -223,7 +226,7 @@ def zero_shot_logits(model: SafariModel, state: StateBatch) -> torch.Tensor:
     """
     s = state.to(model.device)
     image = F.normalize(model.suffix(s.tokens), dim=-1)
-    scene = F.normalize(image + s.instruction, dim=-1)
+    scene = F.normalize(image + s.instruction[:, :image.shape[1]], dim=-1)  # the sentence
     return scene @ model.heads.action_text.T / model.heads.tau
 
 

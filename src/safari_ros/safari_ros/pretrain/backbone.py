@@ -20,6 +20,7 @@ Evaluation, on held-out scenes (seeds disjoint from the training scenes):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -51,12 +52,14 @@ from safari_ros.core.backbone import (
     resize_center_crop,
     weights_card_path,
 )
-from safari_ros.core.hparams import learning_config
+from safari_ros.core.hparams import RegionOfInterest, learning_config
 from safari_ros.pretrain.scenes import (
+    PROP_WORDS,
     SceneRandomiser,
     SceneState,
     caption_for_evaluation,
     caption_for_training,
+    patch_label_fractions,
     scene_facts,
 )
 
@@ -91,11 +94,14 @@ def load_backbone_data_config(cfg: dict[str, Any],
 # ------------------------------------------------------------------------------------ rendering
 @dataclass
 class RenderedScenes:
-    """Scenes rendered and resized to the model's input size, with the facts of each."""
+    """Scenes rendered (the ROI's window) and resized to the model's input size, with the
+    facts of each and what each of its patches shows."""
 
     images: np.ndarray  # uint8 (N, S, S, 3)
-    states: list[SceneState]
+    states: list[SceneState]  # what the window shows
     facts: list[list[str]]
+    phrases: list[list[str]]  # label phrases of each scene (pretrain/scenes.py)
+    patch_labels: list[np.ndarray]  # (P, len(phrases)) float16: each patch's share per label
     from_cache: bool = False  # read back from the scene cache, not rendered by this run
 
 
@@ -108,36 +114,45 @@ def _init_worker(cfg: dict[str, Any], data_cfg: dict[str, Any]) -> None:
     _worker = SceneRandomiser(cfg, data_cfg)
 
 
-def _render_chunk(args: tuple[int, int, Sequence[int], int]) -> tuple[np.ndarray, list]:
-    seed, split, indices, size = args
+def _render_chunk(args: tuple[int, int, Sequence[int], int, int, RegionOfInterest | None]
+                  ) -> tuple[np.ndarray, list, list, list]:
+    seed, split, indices, size, grid, roi = args
     assert _worker is not None
-    images, states = [], []
+    images, states, phrases, labels = [], [], [], []
     for i in indices:
         state = _worker.sample(np.random.default_rng([seed, split, i]))
-        images.append(_worker.render(state))
-        states.append(state)
+        rgb, seen, words, label_map = _worker.render_labelled(state, roi)
+        images.append(rgb)
+        states.append(seen)
+        phrases.append(words)
+        labels.append(patch_label_fractions(label_map, len(words), size, grid)
+                      .astype(np.float16))
     small = resize_center_crop(torch.from_numpy(np.stack(images)), size)
-    return (small * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy(), states
+    return (small * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy(), states, \
+        phrases, labels
 
 
 def render_scenes(cfg: dict[str, Any], data_cfg: dict[str, Any], n: int, split: int, seed: int,
-                  size: int, workers: int = 1, progress: bool = True,
+                  size: int, grid: int, workers: int = 1, progress: bool = True,
                   cache_dir: Path | None = None) -> RenderedScenes:
     """Render scenes 0..n-1 of a split (scene i from seed (seed, split, i): the same scenes on
-    any machine and any number of workers), resized as the backbone sees them. With cache_dir,
-    a rendering of the same scene settings is read back instead of rendered again."""
+    any machine and any number of workers), cropped to learning.backbone.roi and resized as the
+    backbone sees them, with patch labels on its grid x grid patches. With cache_dir, a
+    rendering of the same scene settings is read back instead of rendered again."""
     cache = None
+    roi = learning_config(cfg).backbone.roi
     if cache_dir is not None:
         key = json.dumps({"scenes": data_cfg["scenes"], "sim": cfg["sim"],
                           "safety": cfg["safety"], "n": n, "split": split, "seed": seed,
-                          "size": size}, sort_keys=True, default=str)
+                          "size": size, "grid": grid, "roi": roi, "labels": 1},
+                         sort_keys=True, default=str)
         cache = Path(cache_dir) / f"scenes-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pkl"
         if cache.is_file():
             with cache.open("rb") as f:
                 cached = pickle.load(f)
             cached.from_cache = True
             return cached
-    rendered = _render(cfg, data_cfg, n, split, seed, size, workers, progress)
+    rendered = _render(cfg, data_cfg, n, split, seed, size, grid, roi, workers, progress)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
@@ -148,29 +163,33 @@ def render_scenes(cfg: dict[str, Any], data_cfg: dict[str, Any], n: int, split: 
 
 
 def _render(cfg: dict[str, Any], data_cfg: dict[str, Any], n: int, split: int, seed: int,
-            size: int, workers: int, progress: bool) -> RenderedScenes:
-    chunks = [(seed, split, range(a, min(n, a + 64)), size) for a in range(0, n, 64)]
+            size: int, grid: int, roi: RegionOfInterest | None, workers: int,
+            progress: bool) -> RenderedScenes:
+    chunks = [(seed, split, range(a, min(n, a + 64)), size, grid, roi) for a in range(0, n, 64)]
     bar = tqdm(total=n, desc=f"render {'train' if split == TRAIN_SPLIT else 'heldout'}",
                disable=not progress, unit="scene")
-    images, states = [], []
+    images, states, phrases, labels = [], [], [], []
+
+    def collect(results: Any) -> None:
+        for im, st, ph, lab in results:
+            images.append(im)
+            states.extend(st)
+            phrases.extend(ph)
+            labels.extend(lab)
+            bar.update(len(st))
+
     if workers > 1:
         import multiprocessing as mp
 
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                  initializer=_init_worker, initargs=(cfg, data_cfg)) as pool:
-            for im, st in pool.map(_render_chunk, chunks):
-                images.append(im)
-                states += st
-                bar.update(len(st))
+            collect(pool.map(_render_chunk, chunks))
     else:
         _init_worker(cfg, data_cfg)
-        for chunk in chunks:
-            im, st = _render_chunk(chunk)
-            images.append(im)
-            states += st
-            bar.update(len(st))
+        collect(map(_render_chunk, chunks))
     bar.close()
-    return RenderedScenes(np.concatenate(images), states, [scene_facts(s) for s in states])
+    return RenderedScenes(np.concatenate(images), states, [scene_facts(s) for s in states],
+                          phrases, labels)
 
 
 # ------------------------------------------------------------------------------------ training
@@ -187,6 +206,7 @@ class BackboneTrainSettings:
     warmup_steps: int
     seed: int
     retrieval_pool: int
+    dense_weight: float = 0.0  # weight of the patch-to-phrase loss beside CLIP's
     workers: int = 1
     device: str = "auto"
     progress: bool = True
@@ -225,6 +245,47 @@ def _images_to_input(model: torch.nn.Module, images: np.ndarray,
     return normalize_images(x, pcfg["mean"], pcfg["std"])
 
 
+def image_features(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """open_clip's image tower, keeping its patches: the pooled embedding (B, E) and the patch
+    embeddings (B, P, E), both through the final norm and projection (FrozenClip's
+    pool_and_patches reads them the same way)."""
+    v = model.visual
+    pooled, tokens = v._pool(v.transformer(v._embeds(x)))
+    if v.proj is not None:
+        pooled, tokens = pooled @ v.proj, tokens @ v.proj
+    return pooled, tokens
+
+
+def dense_loss(patches: torch.Tensor, phrases: torch.Tensor, targets: torch.Tensor,
+               logit_scale: torch.Tensor) -> torch.Tensor:
+    """Patch-to-phrase cross-entropy, both ways, on the patch-phrase similarities (B, P, K) at
+    CLIP's temperature (patches (B, P, E), the batch's phrases (K, E), targets (B, P, K): the
+    share of each patch each phrase's thing covers, rows summing to 1):
+    - what: each patch's softmax over the phrases, towards the shares of its pixels;
+    - where: each shown phrase's softmax over the image's patches, towards the thing's pixels
+      spread over the patches. This is the readout's own operation (a phrase attending over
+      the patches, SpatialReadout): its soft-argmax then lands on the thing's centre, between
+      patch centres, not on the nearest patch."""
+    logits = logit_scale * F.normalize(patches, dim=-1) @ F.normalize(phrases, dim=-1).T
+    what = -(targets * logits.log_softmax(-1)).sum(-1).mean()
+    mass = targets.sum(1, keepdim=True)  # (B, 1, K): how much of the image each thing covers
+    shown = mass[:, 0, :] > 0
+    where = -((targets / mass.clamp_min(1e-6)) * logits.log_softmax(1)).sum(1)[shown].mean()
+    return what + where
+
+
+def _dense_targets(data: RenderedScenes, idx: np.ndarray) -> tuple[list[str], torch.Tensor]:
+    """The batch's distinct label phrases and each patch's target shares over them."""
+    vocab = sorted({p for i in idx for p in data.phrases[i]})
+    col = {p: k for k, p in enumerate(vocab)}
+    n_patches = data.patch_labels[idx[0]].shape[0]
+    targets = torch.zeros(len(idx), n_patches, len(vocab))
+    for b, i in enumerate(idx):
+        cols = [col[p] for p in data.phrases[i]]
+        targets[b][:, cols] += torch.from_numpy(data.patch_labels[i].astype(np.float32))
+    return vocab, targets
+
+
 def _train_loop(model: torch.nn.Module, tokenizer: Any, data: RenderedScenes,
                 settings: BackboneTrainSettings, device: torch.device) -> list[float]:
     rng = np.random.default_rng([settings.seed, 2])
@@ -240,9 +301,16 @@ def _train_loop(model: torch.nn.Module, tokenizer: Any, data: RenderedScenes,
         schedule(step)
         idx = rng.choice(n, size=min(settings.batch_size, n), replace=False)
         texts = [caption_for_training(data.facts[i], rng) for i in idx]
-        out = model(_images_to_input(model, data.images[idx], device),
-                    tokenizer(texts).to(device))
-        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+        pooled, patches = image_features(model, _images_to_input(model, data.images[idx],
+                                                                 device))
+        text = model.encode_text(tokenizer(texts).to(device))
+        scale = model.logit_scale.exp()
+        loss = loss_fn(F.normalize(pooled, dim=-1), F.normalize(text, dim=-1), scale)
+        if settings.dense_weight > 0:
+            vocab, targets = _dense_targets(data, idx)
+            phrases = model.encode_text(tokenizer(vocab).to(device))
+            loss = loss + settings.dense_weight * dense_loss(patches, phrases,
+                                                             targets.to(device), scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -323,6 +391,39 @@ def _probe(img: torch.Tensor, model: torch.nn.Module, tokenizer: Any, data: Rend
             "test_samples": int((~train).sum())}
 
 
+@torch.no_grad()
+def _localisation(model: torch.nn.Module, tokenizer: Any, data: RenderedScenes,
+                  device: torch.device) -> dict[str, float]:
+    """Where the patch embeddings put a named object: for each object a scene shows, the patch
+    most similar to its phrase ("a red cube") against the object's pixels. hit: that patch is
+    the one the object covers most; error: its distance (in patches) from the centroid of the
+    object's pixels. Chance: a patch drawn uniformly."""
+    names = sorted({p for ph in data.phrases for p in ph[3:]
+                    if not p.endswith("square pad") and p not in PROP_WORDS.values()})
+    text = dict(zip(names, _embed(model, tokenizer, None, names, device), strict=True))
+    grid = math.isqrt(data.patch_labels[0].shape[0])
+    centres = np.stack(np.divmod(np.arange(grid * grid), grid), axis=1).astype(float)
+    hits, errors, chance = [], [], []
+    for a in range(0, len(data.images), 256):
+        _, patches = image_features(model, _images_to_input(model, data.images[a:a + 256],
+                                                            device))
+        patches = F.normalize(patches.float(), dim=-1).cpu()
+        for j in range(patches.shape[0]):
+            labels = data.patch_labels[a + j].astype(np.float32)
+            for k, phrase in enumerate(data.phrases[a + j]):
+                if phrase not in text or labels[:, k].sum() <= 0:
+                    continue
+                best = int(torch.argmax(patches[j] @ text[phrase]))
+                share = labels[:, k] / labels[:, k].sum()
+                centroid = share @ centres
+                hits.append(best == int(np.argmax(labels[:, k])))
+                errors.append(float(np.linalg.norm(centres[best] - centroid)))
+                chance.append(float(np.linalg.norm(centres - centroid, axis=1).mean()))
+    return {"patch_hit": float(np.mean(hits)), "patch_error": float(np.mean(errors)),
+            "chance_patch_hit": 1.0 / (grid * grid), "chance_patch_error": float(np.mean(chance)),
+            "objects": len(hits)}
+
+
 def evaluate_clip(model: torch.nn.Module, tokenizer: Any, data: RenderedScenes, pool: int,
                   device: torch.device) -> dict[str, Any]:
     """Retrieval and probe metrics of a CLIP on held-out scenes."""
@@ -335,7 +436,8 @@ def evaluate_clip(model: torch.nn.Module, tokenizer: Any, data: RenderedScenes, 
     txt = _embed(model, tokenizer, None,
                  [caption_for_evaluation(s) for s in data.states[:n_ret]], device)
     return {"retrieval": _retrieval(img[:n_ret], txt, pool),
-            "probe": _probe(img, model, tokenizer, data, device)}
+            "probe": _probe(img, model, tokenizer, data, device),
+            "localisation": _localisation(model, tokenizer, data, device)}
 
 
 # -------------------------------------------------------------------------------- the command
@@ -368,10 +470,11 @@ def train_backbone(cfg: dict[str, Any], data_cfg: dict[str, Any], out: str | os.
                             f"image_size is {bb.image_size}")
     tokenizer = open_clip.get_tokenizer(bb.architecture)
     cache = Path(settings.cache_dir) if settings.cache_dir else None
+    grid = int(model.visual.grid_size[0])
     train = render_scenes(cfg, data_cfg, settings.images, TRAIN_SPLIT, settings.seed, size,
-                          settings.workers, settings.progress, cache)
+                          grid, settings.workers, settings.progress, cache)
     heldout = render_scenes(cfg, data_cfg, settings.heldout_images, HELDOUT_SPLIT,
-                            settings.seed, size, settings.workers, settings.progress, cache)
+                            settings.seed, size, grid, settings.workers, settings.progress, cache)
     t_render = time.monotonic() - t0
     reference = evaluate_clip(_create(bb.architecture, settings.seed + 1, device), tokenizer,
                               heldout, settings.retrieval_pool, device)
@@ -390,6 +493,9 @@ def train_backbone(cfg: dict[str, Any], data_cfg: dict[str, Any], out: str | os.
         "sha256": file_sha256(out),
         "bytes": out.stat().st_size,
         "image_size": size,
+        # the camera window it was trained on (learning.backbone.roi; null = the whole image)
+        "image_roi": dataclasses.asdict(bb.roi) if bb.roi is not None else None,
+        "camera": {k: cfg["sim"]["camera"][k] for k in ("width", "height")},
         "parameters": sum(p.numel() for p in model.parameters()),
         "visual_parameters": sum(p.numel() for p in model.visual.parameters()),
         "made_with": {
@@ -432,16 +538,32 @@ def _card_markdown(card: dict[str, Any]) -> str:
     rows.append(f"| probe: gripper-relative xy of a named object, mean error (cm) | "
                 f"{p['mean_error_cm']:.1f} | {rp['mean_error_cm']:.1f} | "
                 f"{p['chance_mean_error_cm']:.1f} |")
+    loc, rloc = card["heldout"].get("localisation"), card["random_init_reference"].get(
+        "localisation")
+    if loc and rloc:
+        rows.append(f"| named object's best patch is its own (share of {loc['objects']}) | "
+                    f"{loc['patch_hit']:.3f} | {rloc['patch_hit']:.3f} | "
+                    f"{loc['chance_patch_hit']:.3f} |")
+        rows.append(f"| ... its distance from the object's pixels (patches) | "
+                    f"{loc['patch_error']:.2f} | {rloc['patch_error']:.2f} | "
+                    f"{loc['chance_patch_error']:.2f} |")
     table = "\n".join(rows)
     cached = " (scenes read from the cache of an earlier run)" if made.get(
         "scenes_from_cache") else ""
+    roi = card.get("image_roi")
+    roi = ("x".join(str(roi[k]) for k in ("width", "height")) +
+           f"+{roi['x_offset']}+{roi['y_offset']}") if roi else "(all of it)"
+    cam = "x".join(str(card.get("camera", {}).get(k, "?")) for k in ("width", "height"))
     return f"""# {card['architecture']}: SAFARI's tabletop CLIP
 
 A small open_clip CLIP (image and text towers, {card['parameters'] / 1e6:.1f} M parameters,
 {card['visual_parameters'] / 1e6:.1f} M in the image tower, {card['image_size']} px images) trained
 contrastively on rendered tabletop scenes and captions that describe them (objects, colours,
 shapes, spatial relations, the gripper's state and height, pads, the keep-out props), never the
-task. It stands in for internet pre-training, which these machines cannot download. Made by
+task, and densely: each patch embedding towards the phrase of what its pixels show ("a red
+cube", "the gripper", "the table"), as an internet CLIP's patches roughly say what lies where.
+It sees the window {roi} of the {cam} camera image.
+It stands in for internet pre-training, which these machines cannot download. Made by
 `safari_pretrain backbone` from config/backbone.yaml; SAFARI's stack loads it as its frozen
 backbone by default (config/tabletop.yaml, learning.backbone).
 
@@ -453,8 +575,8 @@ backbone by default (config/tabletop.yaml, learning.backbone).
 - time: rendering {made['render_s']:.0f} s{cached},
   training {made['train_s']:.0f} s on {made['device']} ({made['torch_threads']} threads),
   {made['date']}; torch {made['versions']['torch']}, open_clip {made['versions']['open_clip']}
-- contrastive loss: {card['loss']['first_50']:.3f} (first 50 steps) -> {card['loss']['last_50']:.3f}
-  (last 50)
+- loss (contrastive + {s.get('dense_weight', 0.0)} x dense):
+  {card['loss']['first_50']:.3f} (first 50 steps) -> {card['loss']['last_50']:.3f} (last 50)
 
 ## Held-out evaluation
 
@@ -463,7 +585,8 @@ backbone by default (config/tabletop.yaml, learning.backbone).
 Retrieval: {r['queries']} queries, each ranked among {r['pool']} held-out pairs. Probe: ridge
 regression on frozen pooled image features, the object name's text embedding and their product;
 {p['train_samples']} training and {p['test_samples']} test objects, split by scene; chance
-predicts the training mean.
+predicts the training mean. Patches: the patch embedding (of the image tower's grid) most similar
+to the phrase of an object the scene shows; chance draws a patch uniformly.
 
 ## Rebuild
 

@@ -149,7 +149,9 @@ def feature_key(model: SafariModel, bag: str | os.PathLike[str], topic_map: Topi
         "backbone_id": model.backbone_id,
         "split_layer_k": model.split_layer_k,
         "preprocess": {"image_size": bb.image_size, "mean": list(bb.image_mean),
-                       "std": list(bb.image_std), "dtype": "float16"},
+                       "std": list(bb.image_std), "dtype": "float16",
+                       "roi": dataclasses.asdict(bb.roi) if bb.roi is not None else None},
+        "spatial_queries": heads.spatial_queries,  # what an encoded instruction holds
         "depth_grid": list(heads.depth_grid),
         "n_joints": heads.n_joints,
         "bag_sha256": bag_sha256(bag),
@@ -227,7 +229,7 @@ def compute_bag_features(model: SafariModel, bag: str | os.PathLike[str], topic_
     tokens = torch.cat(chunks)
     texts = [s.instruction for s in steps]
     instruction = (model.encode_instruction(texts).to("cpu", torch.float16) if texts
-                   else torch.zeros(0, bb.embed_dim, dtype=torch.float16))
+                   else torch.zeros(0, model.instruction_dim, dtype=torch.float16))
     return FeatureSet(tokens=tokens, instruction=instruction,
                       **{k: torch.from_numpy(v) for k, v in arrays.items()})
 

@@ -7,6 +7,12 @@ of config/backbone.yaml, one to five objects anywhere on the table, coloured pad
 reachable pose with the gripper open or closed, the keep-out props (vase, person's hand) moved or
 left out, the zone overlays drawn or not, and lighting, table colour and camera pose jittered.
 
+The backbone sees the window of the camera image named by learning.backbone.roi, as the stack
+does; a caption states only what that window shows (objects, pads and props under
+VISIBLE_MIN_PX pixels of it are left out), and each scene also carries a label map: which
+object, pad, prop, the gripper, the arm or the table each pixel shows, the targets of the
+dense (patch-to-phrase) loss that makes the patch features say what lies where.
+
 Captions state facts about a scene (objects, colours, shapes, left/right/in front/behind, the
 gripper's state, height and what it is near, pads, props), never the task: no action names,
 instruction phrasings, rewards or success. Directions are the robot's (REP-103: x forward, away
@@ -16,6 +22,7 @@ from the robot's base; y left), as a robot's operator would say them.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +30,8 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from safari_ros.core.backbone import crop_roi
+from safari_ros.core.hparams import RegionOfInterest
 from safari_ros.robot import kinematics as kin
 from safari_ros.sim import scene
 from safari_ros.sim.tabletop import TabletopSim
@@ -35,6 +44,7 @@ __all__ = [
     "SceneState",
     "caption_for_evaluation",
     "caption_for_training",
+    "patch_label_fractions",
     "scene_config",
     "scene_facts",
 ]
@@ -46,6 +56,8 @@ NEAR_M = 0.10  # "near": horizontal centre distance below this
 ABOVE_M = 0.035  # "right above": the TCP within this of an object's centre, horizontally
 PROP_WORDS = {"fragile_object": "a glass vase", "person": "a person's hand"}
 PROP_NOUNS = {"fragile_object": "the vase", "person": "the person's hand"}
+VISIBLE_MIN_PX = 12  # pixels of the camera image a thing needs inside the ROI to be "seen"
+TABLE, ARM, GRIPPER = "the table", "the robot arm", "the gripper"  # label phrases 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -233,6 +245,64 @@ class SceneRandomiser:
     def render(self, state: SceneState) -> np.ndarray:
         """The colour image of the arranged scene (uint8 HxWx3, the task camera's size)."""
         return self.sim.render_rgb(show_zones=state.zones_drawn)
+
+    def render_labelled(self, state: SceneState, roi: RegionOfInterest | None
+                        ) -> tuple[np.ndarray, SceneState, list[str], np.ndarray]:
+        """The ROI's window of the colour image, the state reduced to what the window shows,
+        the label phrases ("the table", "the robot arm", "the gripper", then "a red cube", "a
+        blue square pad", "a glass vase", ...) and the window's label map (HxW int16 indices
+        into the phrases)."""
+        rgb = crop_roi(self.render(state), roi)
+        seg = crop_roi(self.sim.render_segmentation()[..., None], roi)[..., 0]
+        m, bodies = self.sim.model, self.sim.body_ids()
+        body_label = np.zeros(m.nbody, np.int16)  # unlabelled bodies (table, world): 0
+        body_label[bodies["arm"]] = 1
+        body_label[bodies["gripper"]] = 2
+        phrases = [TABLE, ARM, GRIPPER]
+        owners: list[tuple[str, Any]] = []  # what phrase 3 + i names: ("object"/"pad", index)
+        for i, o in enumerate(state.objects):
+            body_label[bodies[o.name]] = len(phrases)
+            phrases.append(f"{_article(o.colour)} {o.name}")
+            owners.append(("object", i))
+        for i, (colour, _) in enumerate(state.pads):
+            body_label[bodies["pads"][i]] = len(phrases)
+            phrases.append(f"{_article(colour)} {colour} square pad")
+            owners.append(("pad", i))
+        geom_label = body_label[m.geom_bodyid]
+        for prop in state.props:
+            if prop.position is not None:
+                geom_label[self._prop_geoms[prop.zone]] = len(phrases)
+                phrases.append(PROP_WORDS[prop.kind])
+                owners.append(("prop", prop.zone))
+        labels = np.where(seg >= 0, geom_label[np.maximum(seg, 0)], 0).astype(np.int16)
+        counts = np.bincount(labels.reshape(-1), minlength=len(phrases))
+        seen = {owner for owner, n in zip(owners, counts[3:], strict=True)
+                if n >= VISIBLE_MIN_PX}
+        visible = dataclasses.replace(
+            state,
+            objects=tuple(o for i, o in enumerate(state.objects) if ("object", i) in seen),
+            pads=tuple(p for i, p in enumerate(state.pads) if ("pad", i) in seen),
+            props=tuple(p if ("prop", p.zone) in seen else dataclasses.replace(p, position=None)
+                        for p in state.props))
+        return rgb, visible, phrases, labels
+
+
+def patch_label_fractions(labels: np.ndarray, n_labels: int, size: int, grid: int
+                          ) -> np.ndarray:
+    """(grid * grid, n_labels) float32: the share of each patch (row-major, as the ViT orders
+    its tokens) that each label covers, once the HxW label map is resized to size x size
+    (nearest) as the image is."""
+    h, w = labels.shape
+    rows = np.minimum((np.arange(size) + 0.5) * h / size, h - 1).astype(int)
+    cols = np.minimum((np.arange(size) + 0.5) * w / size, w - 1).astype(int)
+    resized = labels[rows][:, cols]
+    cell = size // grid
+    blocks = resized[:cell * grid, :cell * grid].reshape(grid, cell, grid, cell)
+    blocks = blocks.transpose(0, 2, 1, 3).reshape(grid * grid, cell * cell)
+    out = np.zeros((grid * grid, n_labels), np.float32)
+    for label in range(n_labels):
+        out[:, label] = (blocks == label).mean(1)
+    return out
 
 
 # ------------------------------------------------------------------------------------ captions

@@ -512,6 +512,17 @@ class TabletopSim:
         """Positions of the episode's objects, keyed "colour shape"."""
         return {k: self.data.xpos[b].copy() for k, b in self._objects.items()}
 
+    def body_ids(self) -> dict[str, list[int]]:
+        """MuJoCo body ids of what the scene holds: each object ("colour shape": [id]), the pads
+        in layout order ("pads"), the gripper (hand and fingers: "gripper") and the arm's links
+        ("arm"). The backbone's scene randomiser labels segmentation images with them."""
+        m = self.model
+        gripper = [m.body(b).id for b in ("panda_hand", "panda_leftfinger", "panda_rightfinger")]
+        root = m.body("panda_link0").id
+        arm = [b for b in range(m.nbody) if m.body_rootid[b] == root and b not in gripper]
+        return {**{k: [b] for k, b in self._objects.items()}, "pads": list(self._pads),
+                "gripper": gripper, "arm": arm}
+
     def target_object_position(self) -> np.ndarray:
         """Position of the object the instruction names."""
         return self.data.xpos[self._target_body].copy()
