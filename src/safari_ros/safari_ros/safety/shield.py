@@ -283,7 +283,9 @@ class Shield:
         lim, tol = self.limits, self.future_tolerance_s
         for name, age in (("observation", ages.observation_s), ("proposal", ages.proposal_s)):
             if _stale(age, lim.watchdog_s, tol):
-                return f"{name} age {age:.3f} s"
+                if age < 0:  # a clock that jumped back, or a sender's clock ahead of ours
+                    return f"{name} stamped {-age:.3f} s in the future"
+                return f"{name} stale: {age:.3f} s old (limit {lim.watchdog_s} s)"
         if _stale(ages.joint_state_lag_s, lim.joint_state_max_lag_s, math.inf):
             return f"joint_state {ages.joint_state_lag_s:.3f} s older than the observation"
         if _stale(ages.joint_state_age_s, math.inf, tol):
