@@ -2,7 +2,7 @@
 sim, with the learner updating and the policy hot-swapping its checkpoints.
 
 One stack (tiny test ViT, 64x64 camera, 10-step episodes) serves the tests of this module, in
-file order; the last one kills the policy.
+file order; the last two kill perception (and restart it) and then the policy.
 """
 
 from __future__ import annotations
@@ -180,31 +180,67 @@ def test_corrupt_checkpoint_is_refused_and_old_adapters_stay(stack):
     assert 100000 not in versions and min(versions) >= version_before
 
 
+def _watchdog_stop_after(probe, killed: float) -> float | None:
+    """Arrival time of the stop command that answers the first watchdog decision after
+    `killed` (None while there is none)."""
+    decision = next((t for t, m in probe.seen["shield_decision"]
+                     if t > killed and m.reason == "watchdog"), None)
+    if decision is None:
+        return None
+    for t, traj in probe.seen["controller_command"]:
+        point = traj.points[-1]
+        settle = point.time_from_start.sec + point.time_from_start.nanosec * 1e-9
+        if t > killed and len(traj.points) == 1 and abs(settle - STOP_SETTLE_S) < 1e-6:
+            return t
+    return None
+
+
+def _count_since(probe, key: str, since: float) -> int:
+    """Messages on `key` that arrived after `since` (the probe keeps the last 400)."""
+    return sum(1 for t, _ in probe.seen[key] if t > since)
+
+
+def test_killing_perception_brings_stop_and_a_restarted_perception_resumes(stack):
+    sup, probe, _ = stack
+    watchdog_s = float(load_config()["safety"]["watchdog_s"])
+    goal = probe.episodes.send_goal_async(RunEpisode.Goal(learn=True))
+    assert probe.spin_until(goal.done, 30)
+    sent = time.monotonic()
+    assert probe.spin_until(lambda: _count_since(probe, "action_proposal", sent) > 1, 60)
+    os.kill(sup.procs["perception_node"].pid, signal.SIGKILL)
+    killed = time.monotonic()
+    assert probe.spin_until(lambda: _watchdog_stop_after(probe, killed) is not None, 10), \
+        "no stop after the kill"
+    latency = _watchdog_stop_after(probe, killed) - killed
+    # The policy's last proposal answered perception's last frame, just before the kill.
+    assert latency < watchdog_s + 0.5, f"stop came {latency:.2f} s after the kill"
+    assert probe.spin_until(lambda: "perception_node" in sup.dead(), 5)
+    # The episode goes on without perception (each tick waits out the simulator's command
+    # timeout) and ends; then perception starts again and the next episode runs as before.
+    result = goal.result().get_result_async()
+    assert probe.spin_until(result.done, 120), "the episode did not end without perception"
+    restarted = time.monotonic()
+    sup.restart("perception_node")
+    for _ in range(4):  # episodes until it has loaded its model and answers frames again
+        probe.run_episode()
+        if _count_since(probe, "action_proposal", restarted) > 1:
+            break
+    assert _count_since(probe, "observation", restarted) > 1, "perception did not come back"
+    assert _count_since(probe, "action_proposal", restarted) > 1, "no proposals after it"
+
+
 def test_killing_the_policy_brings_stop_within_the_watchdog_deadline(stack):
     sup, probe, _ = stack
     watchdog_s = float(load_config()["safety"]["watchdog_s"])
     goal = probe.episodes.send_goal_async(RunEpisode.Goal(learn=True))
     assert probe.spin_until(goal.done, 30)
-    n = len(probe.seen["action_proposal"])
-    assert probe.spin_until(lambda: len(probe.seen["action_proposal"]) > n + 1, 60)
+    sent = time.monotonic()
+    assert probe.spin_until(lambda: _count_since(probe, "action_proposal", sent) > 1, 60)
     os.kill(sup.procs["policy_node"].pid, signal.SIGKILL)
     killed = time.monotonic()
-
-    def watchdog_stop():
-        """Arrival time of the first watchdog decision after the kill and its stop command."""
-        decision = next((t for t, m in probe.seen["shield_decision"]
-                         if t > killed and m.reason == "watchdog"), None)
-        if decision is None:
-            return None
-        for t, traj in probe.seen["controller_command"]:
-            point = traj.points[-1]
-            settle = point.time_from_start.sec + point.time_from_start.nanosec * 1e-9
-            if t > killed and len(traj.points) == 1 and abs(settle - STOP_SETTLE_S) < 1e-6:
-                return t
-        return None
-
-    assert probe.spin_until(lambda: watchdog_stop() is not None, 10), "no stop after the kill"
-    latency = watchdog_stop() - killed
+    assert probe.spin_until(lambda: _watchdog_stop_after(probe, killed) is not None, 10), \
+        "no stop after the kill"
+    latency = _watchdog_stop_after(probe, killed) - killed
     # The last proposal came at most just before the kill; the watchdog counts from it.
     assert latency < watchdog_s + 0.5, f"stop came {latency:.2f} s after the kill"
     assert probe.spin_until(lambda: "policy_node" in sup.dead(), 5)

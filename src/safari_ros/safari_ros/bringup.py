@@ -53,20 +53,28 @@ class Supervisor:
 
     def start(self) -> None:
         """Start every node."""
-        params_dir = self.run_dir / "params"
         for spec in self.specs:
-            cmd = node_command(spec, write_params_file(spec, params_dir))
-            out = None
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                out = open(self.log_dir / f"{spec.name}.log", "w")
-            # Own session: a terminal's Ctrl-C reaches only the supervisor, which then stops
-            # the nodes in order (shield first).
-            self.procs[spec.name] = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT if out else None,
-                start_new_session=True,
-            )
-            log.info("started %s (pid %d)", spec.name, self.procs[spec.name].pid)
+            self._spawn(spec, "w")
+
+    def restart(self, name: str) -> None:
+        """Start node `name` again (after it died or was killed), appending to its log."""
+        old = self.procs.get(name)
+        if old is not None and old.poll() is None:
+            old.kill()
+            old.wait()
+        self._spawn(next(s for s in self.specs if s.name == name), "a")
+
+    def _spawn(self, spec: NodeSpec, log_mode: str) -> None:
+        cmd = node_command(spec, write_params_file(spec, self.run_dir / "params"))
+        out = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{spec.name}.log", log_mode)
+        # Own session: a terminal's Ctrl-C reaches only the supervisor, which then stops the
+        # nodes in order (shield first).
+        self.procs[spec.name] = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True)
+        log.info("started %s (pid %d)", spec.name, self.procs[spec.name].pid)
 
     def dead(self) -> dict[str, int]:
         """Nodes that have exited, with their exit codes."""
