@@ -59,3 +59,30 @@ def test_moving_average_and_steps_to_target() -> None:
     assert steps_to_target(successes, steps, window=3, target=0.9) is None
     # a full window is needed: one lucky first episode does not count
     assert steps_to_target([1, 0, 0], [5, 10, 15], window=3, target=0.5) is None
+
+
+def test_violations_are_reported_for_every_cost_source_the_domain_has() -> None:
+    """The tabletop's five sources always get a column; a domain with more (HRI: separation,
+    person contact) gets one for each of them too, with its count."""
+    from safari_ros.evaluation.loop import EpisodeRecord
+    from safari_ros.evaluation.report import SOURCE_COLUMNS, aggregate, source_columns
+    from safari_ros.evaluation.runner import summarise
+
+    def episode(i: int, sources: dict[str, int]) -> EpisodeRecord:
+        return EpisodeRecord(episode=i, env_steps=10 * (i + 1), steps=10, ret=0.0,
+                             cost=float(sum(sources.values())), success=False,
+                             interventions=0, instruction="touch the red cube",
+                             cost_sources=sources)
+
+    train = [episode(0, {"separation": 2, "keep_out": 1}), episode(1, {"separation": 1,
+                                                                        "person_contact": 1})]
+    metrics = summarise(train, {}, {"success_window": 2, "target_success": 0.5})
+    assert metrics["train_violations_separation"] == 3.0
+    assert metrics["train_violations_person_contact"] == 1.0
+    assert metrics["train_violations_keep_out"] == 1.0
+    assert metrics["train_violations_table_contact"] == 0.0  # reported although none fired
+    agg = aggregate([{"name": "scapo", "group": "methods", "seed": 0, "status": "ok",
+                      "reason": "", "metrics": metrics}])
+    columns = source_columns(agg)
+    assert columns[:len(SOURCE_COLUMNS)] == SOURCE_COLUMNS
+    assert [h for _, h, _ in columns[len(SOURCE_COLUMNS):]] == ["separation", "person_contact"]

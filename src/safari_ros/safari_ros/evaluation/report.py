@@ -16,8 +16,16 @@ from safari_ros.evaluation.settings import METHODS_GROUP, Plan
 from safari_ros.evaluation.stats import Interval, mean_ci, moving_average
 from safari_ros.sim.tabletop import COST_SOURCES
 
-__all__ = ["BEHAVIOUR_COLUMNS", "COMPUTE_COLUMNS", "SOURCE_COLUMNS", "TASK_COLUMNS", "aggregate",
-           "markdown_report", "plot_curves"]
+__all__ = [
+    "BEHAVIOUR_COLUMNS",
+    "COMPUTE_COLUMNS",
+    "SOURCE_COLUMNS",
+    "TASK_COLUMNS",
+    "aggregate",
+    "markdown_report",
+    "plot_curves",
+    "source_columns",
+]
 
 # (metric key, column header, digits)
 TASK_COLUMNS = (
@@ -31,8 +39,18 @@ TASK_COLUMNS = (
     ("steps_to_target", "env steps to target success", 0),
 )
 # Which monitor fired: what the shield prevents (keep-out, speed, limits) and what it cannot
-# foresee (an object pushed into the fragile one, contact).
+# foresee (an object pushed into the fragile one, contact). The tabletop's sources; a domain
+# with more (HRI: separation, person contact) gets a column for each (source_columns).
 SOURCE_COLUMNS = tuple((f"train_violations_{name}", name, 1) for name in COST_SOURCES)
+SOURCE_PREFIX = "train_violations_"
+
+
+def source_columns(agg: dict[str, dict[str, Any]]) -> tuple[tuple[str, str, int], ...]:
+    """SOURCE_COLUMNS, then a column for every other cost source some run reported."""
+    known = {k for k, _, _ in SOURCE_COLUMNS}
+    extra = dict.fromkeys(k for e in agg.values() for k in e["metrics"]
+                          if k.startswith(SOURCE_PREFIX) and k not in known)
+    return SOURCE_COLUMNS + tuple((k, k[len(SOURCE_PREFIX):], 1) for k in extra)
 # What the policy does as it learns, first vs last success window of training: a policy that
 # collapses onto holding still shows falling entropy and motion share at a flat return.
 BEHAVIOUR_COLUMNS = (
@@ -226,7 +244,7 @@ def markdown_report(
         "",
         "### Violations in training by source (steps with that source active, cumulative)",
         "",
-        *_table(plan.groups[METHODS_GROUP], agg, SOURCE_COLUMNS),
+        *_table(plan.groups[METHODS_GROUP], agg, source_columns(agg)),
         "",
         "### Policy behaviour in training (first vs last success window)",
         "",

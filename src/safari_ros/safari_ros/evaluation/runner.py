@@ -91,7 +91,9 @@ def summarise(
         "train_return_first": _rate([r.ret for r in train[:window]]),
         "train_return_final": _rate([r.ret for r in train[-window:]]),
     }
-    for name in COST_SOURCES:
+    # the tabletop's sources always (0 when none fired), then any other the domain reported
+    sources = dict.fromkeys([*COST_SOURCES, *(k for r in train for k in r.cost_sources)])
+    for name in sources:
         metrics[f"train_violations_{name}"] = float(
             sum(r.cost_sources.get(name, 0) for r in train))
     for split, records in deploy.items():
