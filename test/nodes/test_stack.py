@@ -200,21 +200,28 @@ def _count_since(probe, key: str, since: float) -> int:
     return sum(1 for t, _ in probe.seen[key] if t > since)
 
 
-def test_killing_perception_brings_stop_and_a_restarted_perception_resumes(stack):
-    sup, probe, _ = stack
+def _kill_mid_episode_and_time_the_stop(sup, probe, node: str):
+    """Start an episode, kill -9 `node` once proposals flow, and check that the watchdog's stop
+    reaches the controller topic within the deadline (the last proposal came at most just
+    before the kill; the watchdog counts from it). Returns the episode's goal handle future."""
     watchdog_s = float(load_config()["safety"]["watchdog_s"])
     goal = probe.episodes.send_goal_async(RunEpisode.Goal(learn=True))
     assert probe.spin_until(goal.done, 30)
     sent = time.monotonic()
     assert probe.spin_until(lambda: _count_since(probe, "action_proposal", sent) > 1, 60)
-    os.kill(sup.procs["perception_node"].pid, signal.SIGKILL)
+    os.kill(sup.procs[node].pid, signal.SIGKILL)
     killed = time.monotonic()
     assert probe.spin_until(lambda: _watchdog_stop_after(probe, killed) is not None, 10), \
         "no stop after the kill"
     latency = _watchdog_stop_after(probe, killed) - killed
-    # The policy's last proposal answered perception's last frame, just before the kill.
     assert latency < watchdog_s + 0.5, f"stop came {latency:.2f} s after the kill"
-    assert probe.spin_until(lambda: "perception_node" in sup.dead(), 5)
+    assert probe.spin_until(lambda: node in sup.dead(), 5)
+    return goal
+
+
+def test_killing_perception_brings_stop_and_a_restarted_perception_resumes(stack):
+    sup, probe, _ = stack
+    goal = _kill_mid_episode_and_time_the_stop(sup, probe, "perception_node")
     # The episode goes on without perception (each tick waits out the simulator's command
     # timeout) and ends; then perception starts again and the next episode runs as before.
     result = goal.result().get_result_async()
@@ -231,16 +238,4 @@ def test_killing_perception_brings_stop_and_a_restarted_perception_resumes(stack
 
 def test_killing_the_policy_brings_stop_within_the_watchdog_deadline(stack):
     sup, probe, _ = stack
-    watchdog_s = float(load_config()["safety"]["watchdog_s"])
-    goal = probe.episodes.send_goal_async(RunEpisode.Goal(learn=True))
-    assert probe.spin_until(goal.done, 30)
-    sent = time.monotonic()
-    assert probe.spin_until(lambda: _count_since(probe, "action_proposal", sent) > 1, 60)
-    os.kill(sup.procs["policy_node"].pid, signal.SIGKILL)
-    killed = time.monotonic()
-    assert probe.spin_until(lambda: _watchdog_stop_after(probe, killed) is not None, 10), \
-        "no stop after the kill"
-    latency = _watchdog_stop_after(probe, killed) - killed
-    # The last proposal came at most just before the kill; the watchdog counts from it.
-    assert latency < watchdog_s + 0.5, f"stop came {latency:.2f} s after the kill"
-    assert probe.spin_until(lambda: "policy_node" in sup.dead(), 5)
+    _kill_mid_episode_and_time_the_stop(sup, probe, "policy_node")
