@@ -186,6 +186,28 @@ def test_intervals_contain_their_point_estimates(deployed) -> None:
         assert gain["low"] <= gain["mean"] <= gain["high"]
 
 
+def test_behaviour_says_what_the_policy_proposed_and_what_the_shield_refused(deployed) -> None:
+    for by_label in deployed["splits"].values():
+        for label in ("v1", "final"):
+            s = by_label[label]
+            episodes, b = s["episodes"], s["behaviour"]
+            for e in episodes:  # every step proposed one action; refusals split by kind
+                assert sum(e["proposed"].values()) == e["steps"]
+                assert 0 <= e["refused_hard"] <= e["interventions"]
+            assert sum(b["proposed_share"].values()) == pytest.approx(1.0)
+            shares = list(b["proposed_share"].values())
+            assert shares == sorted(shares, reverse=True)
+            assert b["refused_hard_per_episode"]["mean"] + b["refused_learned_per_episode"][
+                "mean"] == pytest.approx(s["interventions_per_episode"]["mean"])
+            assert b["motion_share"]["mean"] == pytest.approx(
+                np.mean([e["motion_share"] for e in episodes]))
+    table = deployment_table(deployed)
+    assert "refused: hard limit" in table
+    top = next(iter(deployed["splits"]["train"]["final"]["behaviour"]["proposed_share"]))
+    assert any(line.startswith(f"{'train':8} {'final':9}") and top in line
+               for line in table.splitlines())
+
+
 def test_section_goes_into_report_json_png_and_table(deployed, tmp_path) -> None:
     rows = [{"episode": 1, "success": False, "return": -0.5, "cost": 0.0, "steps": 8,
              "interventions": 2, "cumulative_violations": 0, "lagrange_multiplier": 0.0,

@@ -151,6 +151,25 @@ def _cell(stats: dict[str, Any], digits: int = 2) -> str:
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def behaviour_table(section: dict[str, Any]) -> list[str]:
+    """What each deployed policy did: does it move, what the shield refused (hard limit or
+    learned check, per episode) and what it proposed most."""
+    head = (f"{'split':8} {'adapters':9} {'moves (share)':14} {'refused: hard limit':20} "
+            f"{'refused: C(s,a)':16} most proposed")
+    lines = ["behaviour (deployment):", head, "-" * len(head)]
+    for split in section["protocol"]["splits"]:
+        for label in section["checkpoints"]:
+            b = section["splits"][split][label].get("behaviour")
+            if b is None:  # a report written before the behaviour section existed
+                continue
+            top = ", ".join(f"{a} {share:.2f}" for a, share in
+                            list(b["proposed_share"].items())[:3])
+            lines.append(f"{split:8} {label:9} {_num(b['motion_share']['mean']):<14.2f} "
+                         f"{_num(b['refused_hard_per_episode']['mean']):<20.1f} "
+                         f"{_num(b['refused_learned_per_episode']['mean']):<16.1f} {top}")
+    return lines
+
+
 def deployment_table(section: dict[str, Any]) -> str:
     """The deployment section as a fixed-width table (what the main job prints last)."""
     proto = section["protocol"]
@@ -170,6 +189,7 @@ def deployment_table(section: dict[str, Any]) -> str:
         if gain is not None:
             lines.append(f"{split:8} {'gain':9} {_cell(gain):22} final - v1, 95% Newcombe "
                          "interval for paired proportions (pairs share a seed)")
+    lines += behaviour_table(section)
     for label, info in section["checkpoints"].items():
         lines.append(f"{label}: {info['path'] or info.get('note', '')}"
                      + (f" (version {info['version']}, {info['updates']} updates)"

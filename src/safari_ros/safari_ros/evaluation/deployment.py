@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -143,6 +144,23 @@ def _play(loop: OnlineLoop, seeds: DeploymentSeeds, finished: list[tuple[int, st
     return [(s, played[s]) for s in seeds.env_seeds]
 
 
+def behaviour(records: Sequence[EpisodeRecord]) -> dict[str, Any]:
+    """What the policy did over the episodes: the share of executed steps that moved the arm,
+    shield refusals per episode for a hard limit and by the learned check, and the share of
+    proposals that went to each action (largest first)."""
+    proposed: Counter[str] = Counter()
+    for r in records:
+        proposed.update(r.proposed)
+    total = max(1, sum(proposed.values()))
+    return {
+        "motion_share": mean_ci([r.motion_share for r in records]).to_dict(),
+        "refused_hard_per_episode": mean_ci([r.refused_hard for r in records]).to_dict(),
+        "refused_learned_per_episode": mean_ci(
+            [r.interventions - r.refused_hard for r in records]).to_dict(),
+        "proposed_share": {a: n / total for a, n in proposed.most_common()},
+    }
+
+
 def _summary(played: list[tuple[int, EpisodeRecord]]) -> dict[str, Any]:
     records = [r for _, r in played]
     return {
@@ -150,6 +168,7 @@ def _summary(played: list[tuple[int, EpisodeRecord]]) -> dict[str, Any]:
         "cost_per_episode": mean_ci([r.cost for r in records]).to_dict(),
         "interventions_per_episode": mean_ci([r.interventions for r in records]).to_dict(),
         "steps_per_episode": mean_ci([r.steps for r in records]).to_dict(),
+        "behaviour": behaviour(records),
         # `episode` numbers the seeds (a record's own count restarts with every batch)
         "episodes": [{**r.to_dict(), "episode": j, "env_seed": s, "layout_seed": layout_seed(s)}
                      for j, (s, r) in enumerate(played)],

@@ -55,6 +55,10 @@ class EpisodeRecord:
     # executed actions that move the arm (a policy collapsed onto stop / gripper toggling is 0).
     policy_entropy: float = 0.0
     motion_share: float = 0.0
+    # What the shield refused: interventions for a hard limit on the predicted motion (the rest
+    # were the learned check C(s, a) >= tau_safe), and what the policy proposed, per action.
+    refused_hard: int = 0
+    proposed: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -138,6 +142,8 @@ class _Running:
     success: bool = False
     entropy_sum: float = 0.0
     motion_steps: int = 0
+    refused_hard: int = 0
+    proposed: Counter[str] = field(default_factory=Counter)
 
 
 class OnlineLoop:
@@ -261,6 +267,8 @@ class OnlineLoop:
                 run.sources.update(k for k, v in info["cost_sources"].items() if v)
                 run.ret += float(reward)
                 run.interventions += int(intervened)
+                run.refused_hard += int(refused[k])
+                run.proposed[self.gate.shield.actions[proposed[k]].name] += 1
                 run.entropy_sum += entropies[k]
                 run.motion_steps += int(any(self.gate.shield.actions[action].delta))
                 run.success = run.success or bool(info["success"])
@@ -283,7 +291,8 @@ class OnlineLoop:
                 rec = EpisodeRecord(len(records), self.env_steps, n, run.ret,
                                     float(sum(run.costs)), run.success, run.interventions,
                                     run.instruction, lam, self.updates, dict(run.sources),
-                                    run.entropy_sum / n, run.motion_steps / n)
+                                    run.entropy_sum / n, run.motion_steps / n,
+                                    run.refused_hard, dict(run.proposed))
                 records.append(rec)
                 if on_episode is not None:
                     on_episode(rec)
