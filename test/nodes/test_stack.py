@@ -116,7 +116,28 @@ def test_closed_loop_learns_and_hot_swaps(stack):
     sup, probe, folder = stack
     results = [probe.run_episode() for _ in range(3)]
     assert all(r.steps > 0 for r in results)
-    probe.spin_until(lambda: False, 1.0)
+
+    def learning_sets() -> tuple[set, set, set]:
+        """Stamps of the frames the shield decided, the simulator stepped and the learner
+        published a transition for."""
+        decided = {(m.observation_stamp.sec, m.observation_stamp.nanosec)
+                   for _, m in probe.seen["shield_decision"] if m.proposed_action_name}
+        stepped = {(m.header.stamp.sec, m.header.stamp.nanosec)
+                   for _, m in probe.seen["feedback"]}
+        learned = {(m.header.stamp.sec, m.header.stamp.nanosec)
+                   for _, m in probe.seen["transition"]}
+        return decided, stepped, learned
+
+    def all_learned() -> bool:
+        decided, stepped, learned = learning_sets()
+        status = probe.last("learner_status")
+        return (bool(learned) and {s for s in decided & stepped if s >= min(learned)} <= learned
+                and status is not None and status.episodes >= len(results))
+
+    # The learner (niced) publishes the last step's transition, and a status that counts the
+    # last episode, when it gets to it: wait for both rather than a fixed time; the checks
+    # below say what is missing if they never come.
+    probe.spin_until(all_learned, 15.0)
     for key in ("color_image", "observation", "action_proposal", "shield_decision",
                 "controller_command", "feedback", "transition"):
         assert len(probe.seen[key]) >= 10, f"too few messages on {key}"
@@ -131,10 +152,7 @@ def test_closed_loop_learns_and_hot_swaps(stack):
     # Every step the shield answered becomes one transition: the learner loses none of them
     # while it updates (it once lost 3 of 4 on the full-size model, its callbacks waiting on
     # the update's lock while the subscription queues overflowed).
-    decided = {(m.observation_stamp.sec, m.observation_stamp.nanosec)
-               for _, m in probe.seen["shield_decision"] if m.proposed_action_name}
-    stepped = {(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in probe.seen["feedback"]}
-    learned = {(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in probe.seen["transition"]}
+    decided, stepped, learned = learning_sets()
     # At start-up the learner's subscriptions may match perception's publisher a frame late
     # (DDS discovery, slower on a loaded machine; seen once in CI): the run's very first step
     # may then lack its observation. None may be lost once the learner has its first step.
