@@ -222,8 +222,7 @@ def _count_since(probe, key: str, since: float) -> int:
 
 def _kill_mid_episode_and_time_the_stop(sup, probe, node: str):
     """Start an episode, kill -9 `node` once proposals flow, and check that the watchdog's stop
-    reaches the controller topic within the deadline (the last proposal came at most just
-    before the kill; the watchdog counts from it). Returns the episode's goal handle future."""
+    reaches the controller topic within the deadline. Returns the episode's goal future."""
     watchdog_s = float(load_config()["safety"]["watchdog_s"])
     goal = probe.episodes.send_goal_async(RunEpisode.Goal(learn=True))
     assert probe.spin_until(goal.done, 30)
@@ -233,8 +232,12 @@ def _kill_mid_episode_and_time_the_stop(sup, probe, node: str):
     killed = time.monotonic()
     assert probe.spin_until(lambda: _watchdog_stop_after(probe, killed) is not None, 10), \
         "no stop after the kill"
-    latency = _watchdog_stop_after(probe, killed) - killed
-    assert latency < watchdog_s + 0.5, f"stop came {latency:.2f} s after the kill"
+    # The watchdog's deadline runs from the last proposal the shield received; one sent just
+    # before the kill may still arrive after it (seen under load: 0.5 s late), so the stop is
+    # timed from the later of the kill and the last proposal the probe heard.
+    last = max([killed] + [t for t, _ in probe.seen["action_proposal"]])
+    latency = _watchdog_stop_after(probe, killed) - last
+    assert latency < watchdog_s + 0.5, f"stop came {latency:.2f} s after the last proposal"
     assert probe.spin_until(lambda: node in sup.dead(), 5)
     return goal
 
