@@ -313,8 +313,10 @@ class FrozenClip(nn.Module):
         return self.forward_prefix(images, k)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """Final norm, pooling and projection of the last residual stream (B, N, D) -> (B, E)."""
-        return self.pool_and_patches(x)[0]
+        """Final norm, pooling and projection of the last residual stream (B, N, D) -> (B, E)
+        (the patches are left unprojected: most callers do not read them)."""
+        pooled = self.visual._pool(x)[0]
+        return pooled @ self.visual.proj if self.visual.proj is not None else pooled
 
     def pool_and_patches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The pooled embedding (B, E) and the patch embeddings (B, P, E): the patch tokens

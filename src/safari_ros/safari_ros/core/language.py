@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["referring_phrases"]
+__all__ = ["article", "referring_phrases"]
 
 DETERMINERS = frozenset({"the", "a", "an", "this", "that", "these", "those", "my", "your"})
 # Words that end a noun phrase: prepositions, conjunctions and the like.
@@ -24,7 +24,9 @@ BOUNDARIES = frozenset({
 })
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+    """The indefinite article before `word` (by its first letter: enough for the colour and
+    shape words here)."""
     return "an" if word[0] in "aeiou" else "a"
 
 
@@ -47,4 +49,4 @@ def referring_phrases(text: str) -> list[str]:
                 current.append(word)
     if current:
         phrases.append(current)
-    return [f"{_article(p[0])} {' '.join(p)}" for p in phrases]
+    return [f"{article(p[0])} {' '.join(p)}" for p in phrases]

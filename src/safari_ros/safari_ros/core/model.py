@@ -143,13 +143,8 @@ class SafariModel(nn.Module):
         """Normalised images (B, 3, S, S) -> frozen tokens entering block k, (B, N, D)."""
         return self.backbone.prefix(images, self.split_layer_k)
 
-    def suffix(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Layer-k tokens (B, N, D) -> adapted blocks k..L-1, final norm, pool, proj -> (B, E)."""
-        return self.suffix_with_patches(tokens)[0]
-
-    def suffix_with_patches(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer-k tokens (B, N, D) -> the adapted pooled embedding (B, E) and patch
-        embeddings (B, P, E)."""
+    def residual_stream(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Layer-k tokens (B, N, D) -> the stream after the adapted blocks k..L-1 (B, N, D)."""
         x = tokens.to(self.device, torch.float32)
         for i in range(self.split_layer_k, self.backbone.num_layers):
             block = self.backbone.blocks[i]
@@ -158,16 +153,30 @@ class SafariModel(nn.Module):
                 x = checkpoint(adapted_block_forward, block, x, adapters, use_reentrant=False)
             else:
                 x = adapted_block_forward(block, x, adapters)
-        return self.backbone.pool_and_patches(x)
+        return x
+
+    def suffix(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Layer-k tokens (B, N, D) -> adapted blocks, final norm, pool, proj -> (B, E)."""
+        return self.backbone.pool(self.residual_stream(tokens))
+
+    def suffix_with_patches(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer-k tokens (B, N, D) -> the adapted pooled embedding (B, E) and patch
+        embeddings (B, P, E)."""
+        return self.backbone.pool_and_patches(self.residual_stream(tokens))
 
     def suffix_and_heads(
         self, state: StateBatch, detach_critic_inputs: bool = False
     ) -> HeadOutputs:
-        """All heads for a batch of states given as cached layer-k tokens plus the rest."""
+        """All heads for a batch of states given as cached layer-k tokens plus the rest. The
+        patch embeddings are projected only for heads that read them (policy and learner run
+        this on every step and update)."""
         s = state.to(self.device)
-        pooled, patches = self.suffix_with_patches(s.tokens)
+        if self.heads.readout is None:
+            pooled, patches = self.suffix(s.tokens), None
+        else:
+            pooled, patches = self.suffix_with_patches(s.tokens)
         return self.heads(pooled, s.depth, s.proprio, s.instruction, detach_critic_inputs,
-                          patches if self.heads.readout is not None else None)
+                          patches)
 
     def forward(self, state: StateBatch) -> HeadOutputs:
         """Same as suffix_and_heads."""

@@ -82,11 +82,10 @@ class FullFinetuneModel(SafariModel):
         """Nothing is frozen: the state is the normalised image itself."""
         return images.to(self.device)
 
-    def suffix_with_patches(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole (trainable) image tower on normalised images -> (B, E) and (B, P, E)."""
+    def residual_stream(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The whole (trainable) image tower on normalised images -> its last stream."""
         bb = self.backbone
-        return bb.pool_and_patches(bb.forward_prefix(tokens.to(self.device, torch.float32),
-                                                     bb.num_layers))
+        return bb.forward_prefix(tokens.to(self.device, torch.float32), bb.num_layers)
 
     def trainable_named_parameters(self):
         """Heads (and adapters, if any) plus the image tower."""

@@ -32,6 +32,7 @@ import numpy as np
 
 from safari_ros.core.backbone import crop_roi
 from safari_ros.core.hparams import RegionOfInterest
+from safari_ros.core.language import article
 from safari_ros.robot import kinematics as kin
 from safari_ros.sim import scene
 from safari_ros.sim.tabletop import TabletopSim
@@ -262,11 +263,11 @@ class SceneRandomiser:
         owners: list[tuple[str, Any]] = []  # what phrase 3 + i names: ("object"/"pad", index)
         for i, o in enumerate(state.objects):
             body_label[bodies[o.name]] = len(phrases)
-            phrases.append(f"{_article(o.colour)} {o.name}")
+            phrases.append(f"{article(o.colour)} {o.name}")
             owners.append(("object", i))
         for i, (colour, _) in enumerate(state.pads):
             body_label[bodies["pads"][i]] = len(phrases)
-            phrases.append(f"{_article(colour)} {colour} square pad")
+            phrases.append(f"{article(colour)} {colour} square pad")
             owners.append(("pad", i))
         geom_label = body_label[m.geom_bodyid]
         for prop in state.props:
@@ -312,10 +313,6 @@ def _listing(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
 def _relation(a: np.ndarray, b: np.ndarray) -> str | None:
     """Where a is relative to b, in the robot's directions, or None if too close to call."""
     dx, dy = float(a[0] - b[0]), float(a[1] - b[1])
@@ -345,7 +342,7 @@ def inventory_fact(state: SceneState) -> str:
     """'a red cube, a blue ball and a pink egg on a table'."""
     if not state.objects:
         return "an empty table"
-    return _listing([f"{_article(o.colour)} {o.name}" for o in state.objects]) + " on a table"
+    return _listing([f"{article(o.colour)} {o.name}" for o in state.objects]) + " on a table"
 
 
 def scene_facts(state: SceneState) -> list[str]:
@@ -368,7 +365,7 @@ def scene_facts(state: SceneState) -> list[str]:
         elif min(flat) < NEAR_M:
             facts.append(f"the gripper is near the {nearest.name}")
     for colour, xy in state.pads:
-        facts.append(f"{_article(colour)} {colour} square pad lies on the table")
+        facts.append(f"{article(colour)} {colour} square pad lies on the table")
         for o in objs:
             if np.all(np.abs(o.position[:2] - xy) < 0.05):
                 facts.append(f"the {o.name} is on the {colour} pad")
