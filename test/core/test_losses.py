@@ -62,6 +62,13 @@ def test_bc_nll_only_on_successful_steps():
     _close(bc_loss(_t(LOGITS), _t(ACTION, torch.long), _t([0.0, 0.0])), 0.0)
 
 
+def test_bc_skips_steps_whose_action_pi_may_not_propose():
+    # action 2 of the second step is a backup: only the first step counts
+    proposable = torch.tensor([True, True, False])
+    hand = -_log_softmax(LOGITS[0])[0]
+    _close(bc_loss(_t(LOGITS), _t(ACTION, torch.long), _t([1.0, 1.0]), proposable), hand)
+
+
 def test_cql_penalty_by_hand():
     q = [[1.0, 2.0, 0.0], [0.5, -0.5, 1.5]]
     lse = [math.log(sum(math.exp(v) for v in row)) for row in q]

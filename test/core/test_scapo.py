@@ -8,13 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from core_helpers import make_tiny_model, random_batch, random_states, tiny_hp
+from core_helpers import make_tiny_model, random_batch, random_states, tiny_hp, tiny_learning_dict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from safari_ros.config import ActionSpec
 from safari_ros.core.batch import StateBatch, TransitionBatch
 from safari_ros.core.checkpoint import load_checkpoint, save_checkpoint
+from safari_ros.core.hparams import LearningConfig
 from safari_ros.core.losses import kl_divergence
 from safari_ros.core.scapo import (
     LagrangeMultiplier,
@@ -343,7 +344,7 @@ def _entropy_after_learning_from_one_action(target: float | None, steps: int = 8
 def test_entropy_floor_keeps_the_policy_from_collapsing_onto_the_logged_action():
     collapsed = _entropy_after_learning_from_one_action(None)
     kept = _entropy_after_learning_from_one_action(0.5)
-    floor = 0.5 * math.log(10)
+    floor = 0.5 * math.log(8)  # pi proposes the 8 task primitives, not the 2 backups
     print(f"H(pi) after 80 updates: {collapsed:.3f} without a target, {kept:.3f} with a target "
           f"of {floor:.3f}")
     assert collapsed < 0.3
@@ -355,7 +356,7 @@ def test_entropy_temperature_rises_below_the_target_and_falls_to_zero_above_it()
     fixed = ScapoLearner(model, tiny_hp(entropy_target=None, entropy_coef=0.3).scapo)
     assert fixed.entropy_temperature.update(-5.0) == 0.3  # no target: alpha stays as set
     learner = ScapoLearner(model, model.hp.scapo)
-    target = 0.5 * math.log(10)
+    target = 0.5 * math.log(8)  # of the actions pi may propose: the backups are the shield's
     assert learner.entropy_target == pytest.approx(target)
     alpha = learner.entropy_temperature
     assert alpha.update(-(target - 1.0)) == pytest.approx(0.1)  # H one nat short: alpha up
@@ -421,3 +422,27 @@ def test_safety_adapters_learn_from_the_cost_online_only_when_configured(learn_c
         assert any("f_safety" in n for n in moved)
     else:
         assert not moved, moved
+
+
+@pytest.mark.parametrize("propose_backups", [False, True])
+def test_pi_proposes_backups_only_when_configured(propose_backups):
+    raw = tiny_learning_dict()
+    raw["heads"]["propose_backups"] = propose_backups
+    hp = LearningConfig.from_dict(raw, episode_steps=60)
+    model = make_tiny_model(hp)
+    backup = torch.tensor([a.backup for a in model.actions])
+    states = random_states(model, 16, torch.Generator().manual_seed(1))
+    batch = random_batch(model, 16)
+    batch.action[:] = int(torch.nonzero(backup)[0])  # logged stops: an intervention's
+    learner = ScapoLearner(model, model.hp.scapo)
+    for _ in range(20):
+        learner.update(batch)
+    with torch.no_grad():
+        pi = model.suffix_and_heads(states).policy_probs
+    assert torch.isfinite(pi).all() and torch.allclose(pi.sum(1), torch.ones(16))
+    if propose_backups:
+        assert (pi[:, backup] > 0).all()
+        assert learner.entropy_target == pytest.approx(hp.scapo.entropy_target * math.log(10))
+    else:  # exactly zero, after learning from nothing but logged backups
+        assert (pi[:, backup] == 0).all()
+        assert learner.entropy_target == pytest.approx(hp.scapo.entropy_target * math.log(8))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from safari_ros.sim import TabletopSim, record_episode
+from safari_ros.sim.oracle import ScriptedOracle
 from safari_ros.sim.tasks import TEMPLATES
 
 
@@ -26,3 +27,28 @@ def test_oracle_solves_heldout_tasks(template: str) -> None:
     assert sum(d.success for d in demos) >= 3
     assert all(d.instruction for d in demos)
     assert all(len(d.actions) == len(d.reports) for d in demos)
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_oracle_acts_on_the_state_alone(sim: TabletopSim, template: str) -> None:
+    """Demonstrations teach a Markov policy pi(a|s), which acts greedily when deployed: an
+    action that leaves the state as it was (a stop, a gripper already where it is sent) would
+    be repeated there forever. The oracle takes none, and never a backup, which pi may not
+    propose (learning.heads.propose_backups)."""
+    backups = {a.index for a in sim.actions if a.backup}
+    gripper = {a.index: a.gripper for a in sim.actions if a.gripper}
+    for seed in range(6):
+        sim.reset(seed=seed, template=template)
+        oracle = ScriptedOracle(sim)
+        for _ in range(sim.episode_steps):
+            action = oracle.act()
+            assert action not in backups, f"seed {seed}: oracle proposed a backup"
+            opening = sim.joint_state().position[7]
+            report = sim.step(action)
+            if action in gripper:  # the fingers moved the way the action says
+                moved = sim.joint_state().position[7] - opening
+                assert (moved > 0.005) if gripper[action] == "open" else (moved < -0.005), (
+                    f"seed {seed}: {gripper[action]} left the gripper where it was")
+            if report.success:
+                break
+        assert report.success, f"seed {seed}: {template} not solved"

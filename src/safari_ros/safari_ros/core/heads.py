@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-__all__ = ["ActionCritic", "HeadOutputs", "SafariHeads", "SpatialReadout", "mlp"]
+__all__ = ["MASKED_LOGIT", "ActionCritic", "HeadOutputs", "SafariHeads", "SpatialReadout", "mlp"]
+
+MASKED_LOGIT = -1e4  # pi's logit of an action it may not propose (exp underflows to 0)
 
 
 def mlp(d_in: int, hidden: int, d_out: int, zero_last: bool = False) -> nn.Sequential:
@@ -40,6 +42,7 @@ class HeadOutputs:
     q_cost: torch.Tensor  # (B, A) Q_c(s, a)
     constraint_logits: torch.Tensor  # (B, A) logit of C(s, a)
     v_cost: torch.Tensor  # (B,) V_C(s)
+    proposable: torch.Tensor | None = None  # (A,) bool: actions pi may propose (None = all)
 
     @property
     def policy_probs(self) -> torch.Tensor:
@@ -153,9 +156,16 @@ class SafariHeads(nn.Module):
         spatial_queries: int = 0,
         patch_grid: int = 0,
         readout_scale: float = 1 / 0.07,
+        proposable: Sequence[bool] | None = None,
     ) -> None:
         super().__init__()
         n_actions, embed_dim = action_text_embedding.shape
+        allowed = torch.ones(n_actions, dtype=torch.bool) if proposable is None else torch.tensor(
+            [bool(v) for v in proposable])
+        if allowed.shape != (n_actions,) or not allowed.any():
+            raise ValueError(f"proposable needs {n_actions} entries, at least one true")
+        # the actions pi may propose (HeadsConfig.proposable; from the config, so not saved)
+        self.register_buffer("proposable", allowed, False)
         scale = torch.ones(proprio_dim) if proprio_scale is None else torch.tensor(
             [float(v) for v in proprio_scale])
         if scale.shape != (proprio_dim,):
@@ -184,6 +194,11 @@ class SafariHeads(nn.Module):
     def n_actions(self) -> int:
         """A: size of the action set."""
         return int(self.action_text.shape[0])
+
+    @property
+    def n_proposable(self) -> int:
+        """How many actions pi may propose (its maximum entropy is the log of this)."""
+        return int(self.proposable.sum())
 
     def actor_modules(self) -> list[nn.Module | nn.Parameter]:
         """Modules/parameters that shape pi (besides the adapters)."""
@@ -223,7 +238,9 @@ class SafariHeads(nn.Module):
         """(action embeddings, f_theta, policy logits) for a fused state."""
         actions = self.action_embeddings()
         similarity = state @ actions.T / self.tau
-        return actions, similarity, similarity + self.policy(state)
+        # a finite floor, not -inf: pi is then exactly 0 there and 0 * log pi stays 0 in H and KL
+        logits = (similarity + self.policy(state)).masked_fill(~self.proposable, MASKED_LOGIT)
+        return actions, similarity, logits
 
     @staticmethod
     def critics(
@@ -250,4 +267,5 @@ class SafariHeads(nn.Module):
         actions, similarity, logits = self.actor(state)
         cs, ca = (state.detach(), actions.detach()) if detach_critic_inputs else (state, actions)
         q_r, q_c, c_logits, v_c = self.critics(self.critic_modules(), cs, ca)
-        return HeadOutputs(state, actions, similarity, logits, q_r, q_c, c_logits, v_c)
+        return HeadOutputs(state, actions, similarity, logits, q_r, q_c, c_logits, v_c,
+                           self.proposable)

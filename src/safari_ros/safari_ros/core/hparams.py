@@ -8,6 +8,7 @@ keys marked optional. Unknown keys are refused so that a typo never silently fal
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,12 +122,21 @@ class HeadsConfig:
     # Instruction-steered queries over the patch embeddings (each adds its soft-argmax image
     # position and peak attention to the fused state); 0 = the pooled embedding only.
     spatial_queries: int = 0
+    # Whether pi may propose the backup actions (stop, home). They are the shield's: a stop is a
+    # no-op, so a greedy Markov policy that proposes it once in a state proposes it there
+    # forever, and each intervention logs one, which pulls pi onto holding still online. A
+    # domain where waiting is part of the task (hand-overs) can allow them.
+    propose_backups: bool = False
 
     def __post_init__(self) -> None:
         if not self.tcp_unit_m > 0:
             raise ValueError("heads.tcp_unit_m must be > 0")
         if self.spatial_queries < 0:
             raise ValueError("heads.spatial_queries must be >= 0")
+
+    def proposable(self, backup: Sequence[bool]) -> list[bool]:
+        """Which actions pi may propose, given which are backups (in action order)."""
+        return [self.propose_backups or not b for b in backup]
 
     @property
     def proprio_scale(self) -> tuple[float, ...]:

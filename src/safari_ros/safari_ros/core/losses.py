@@ -36,10 +36,15 @@ def safety_loss(constraint_logits: torch.Tensor, action: torch.Tensor, cost: tor
     return F.binary_cross_entropy_with_logits(logit, cost.clamp(0.0, 1.0))
 
 
-def bc_loss(policy_logits: torch.Tensor, action: torch.Tensor, success: torch.Tensor):
-    """L_BC: NLL of pi(a_data|s) on the steps of successful episodes (0 if there are none)."""
+def bc_loss(policy_logits: torch.Tensor, action: torch.Tensor, success: torch.Tensor,
+            proposable: torch.Tensor | None = None):
+    """L_BC: NLL of pi(a_data|s) on the steps of successful episodes (0 if there are none),
+    except steps whose action pi may not propose (`proposable`, (A,) bool: a logged backup)."""
     nll = F.cross_entropy(policy_logits, action, reduction="none")
-    w = (success > 0.5).to(nll.dtype)
+    keep = success > 0.5
+    if proposable is not None:
+        keep = keep & proposable[action]
+    w = keep.to(nll.dtype)
     return (nll * w).sum() / w.sum().clamp_min(1.0)
 
 
@@ -50,7 +55,7 @@ def pretrain_loss(
     terms = {
         "loss_align": align_loss(out.similarity, batch.action),
         "loss_safety": safety_loss(out.constraint_logits, batch.action, batch.cost),
-        "loss_bc": bc_loss(out.policy_logits, batch.action, batch.success),
+        "loss_bc": bc_loss(out.policy_logits, batch.action, batch.success, out.proposable),
     }
     total = (
         hp.lambda1_align * terms["loss_align"]

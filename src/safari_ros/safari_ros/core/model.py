@@ -70,6 +70,7 @@ class SafariModel(nn.Module):
             spatial_queries=hp.heads.spatial_queries,
             patch_grid=int(backbone.visual.grid_size[0]),
             readout_scale=float(backbone.clip.logit_scale.exp()),
+            proposable=hp.heads.proposable([a.backup for a in self.actions]),
         )
         self.to(backbone.device)
 

@@ -145,7 +145,7 @@ class ScapoLearner:
                                            hp.lambda_max)
         self.costs = EpisodeCostWindow(hp.gamma, hp.cost_window_episodes)
         # alpha: the same projected dual ascent on the constraint -H(pi) <= -H_target
-        max_entropy = math.log(model.heads.n_actions)
+        max_entropy = math.log(model.heads.n_proposable)
         self.entropy_target = (None if hp.entropy_target is None
                                else hp.entropy_target * max_entropy)
         self.entropy_temperature = LagrangeMultiplier(

@@ -152,6 +152,7 @@ class CnnSafariModel(nn.Module):
             hidden=hp.heads.hidden,
             tau_temperature=hp.pretrain.tau_temperature,
             proprio_scale=hp.heads.proprio_scale,
+            proposable=hp.heads.proposable([a.backup for a in self.actions]),
         )
         self._device = torch.device(device)
         self.backbone_id = f"cnn{list(cnn['channels'])}-from-scratch"

@@ -168,17 +168,17 @@ class _Objective(nn.Module):
         out = model.suffix_and_heads(batch.state)
         total, terms = pretrain_loss(out, batch, model.hp.pretrain)
         if bc_scale != 1.0:  # see _bc_scale
-            extra = bc_loss(out.policy_logits, batch.action, batch.success)
+            extra = bc_loss(out.policy_logits, batch.action, batch.success, out.proposable)
             total = total + (bc_scale - 1.0) * model.hp.pretrain.lambda3_bc * extra
         return total, terms
 
 
-def _bc_scale(batch: TransitionBatch, d: _Dist) -> float:
+def _bc_scale(batch: TransitionBatch, d: _Dist, proposable: torch.Tensor) -> float:
     """Factor on this rank's L_BC so that DDP's gradient average equals the gradient of the
     global weighted mean: L_BC is sum(w nll) / sum(w), normalised by the rank's own sum(w)."""
     if d.world == 1:
         return 1.0
-    w = (batch.success > 0.5).float().sum()
+    w = ((batch.success > 0.5) & proposable.to(batch.action.device)[batch.action]).float().sum()
     total = w.clone()
     dist.all_reduce(total)
     return float(w * d.world / total) if total > 0 else 1.0
@@ -207,7 +207,8 @@ def evaluate(model: SafariModel, data: FeatureSet, device: torch.device) -> dict
                                                device).state)
              for i in range(0, len(data), EVAL_CHUNK)]
     model.train()
-    out = HeadOutputs(**{f.name: parts[0].action_embedding if f.name == "action_embedding"
+    per_action = ("action_embedding", "proposable")  # the same for every chunk
+    out = HeadOutputs(**{f.name: getattr(parts[0], f.name) if f.name in per_action
                          else torch.cat([getattr(p, f.name) for p in parts])
                          for f in dataclasses.fields(HeadOutputs)})
     batch = data.batch(device=device)
@@ -406,7 +407,7 @@ def _run(cfg: dict[str, Any], bags: list[Path], out: Path, s: TrainSettings, tma
         seen = 0
         for idx in _batches(sampler, per_rank):
             batch = train.batch(torch.tensor(idx), device)
-            loss, terms = objective(batch, _bc_scale(batch, d))
+            loss, terms = objective(batch, _bc_scale(batch, d, model.heads.proposable))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

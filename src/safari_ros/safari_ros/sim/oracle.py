@@ -64,7 +64,7 @@ class ScriptedOracle:
             if not gripper_open:
                 goals.append(("gripper", "open_gripper"))
             goals += [("move", [obj[0], obj[1], z_safe]), ("move", [obj[0], obj[1], z_low]),
-                      ("gripper", "close_gripper"), ("action", "stop"),
+                      ("gripper", "close_gripper"),
                       ("move", [obj[0], obj[1], z_low + 3 * self.step])]
         elif task.template == "touch":
             if gripper_open:
