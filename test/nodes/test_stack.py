@@ -153,11 +153,14 @@ def test_closed_loop_learns_and_hot_swaps(stack):
     # while it updates (it once lost 3 of 4 on the full-size model, its callbacks waiting on
     # the update's lock while the subscription queues overflowed).
     decided, stepped, learned = learning_sets()
-    # At start-up the learner's subscriptions may match perception's publisher a frame late
-    # (DDS discovery, slower on a loaded machine; seen once in CI): the run's very first step
-    # may then lack its observation. None may be lost once the learner has its first step.
+    # At start-up the learner's subscriptions may match perception's publisher late (DDS
+    # discovery, slower on a loaded machine: the first step in CI once, the first three beside
+    # a CPU burner): the run's first steps may then lack their observation. None may be lost
+    # once the learner has its first step.
     both = decided & stepped
-    assert learned and len(both - learned) <= 1, sorted(both - learned)
+    missed = both - learned
+    assert learned and all(s < min(learned) for s in missed), sorted(missed)
+    assert len(missed) < len(both) / 4, sorted(missed)
     assert learned == {s for s in both if s >= min(learned)}
     status = probe.last("learner_status")
     assert status.updates > 0 and status.transitions_seen >= 10
@@ -168,9 +171,13 @@ def test_closed_loop_learns_and_hot_swaps(stack):
     assert probe.spin_until(
         lambda: any(m.adapter_version > 0 for _, m in probe.seen["action_proposal"]), 30
     ), "the policy never hot-swapped a learner checkpoint"
-    # The replay is persisted as a readable MCAP bag.
-    bags = list((folder / "run" / "replay").iterdir())
+    # The replay is persisted as MCAP bags, the open one with its journal beside it.
+    replay = folder / "run" / "replay"
+    journals = [j.name for j in replay.glob("*.journal.mcap")]  # first: a bag precedes its own
+    bags = sorted(p for p in replay.iterdir() if p.is_dir())
     assert bags and list(bags[0].glob("*.mcap"))
+    assert len(journals) <= 1 and {j.removesuffix(".journal.mcap") for j in journals} <= {
+        b.name for b in bags}
     assert not sup.dead()
 
 

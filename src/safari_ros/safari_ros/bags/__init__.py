@@ -36,7 +36,7 @@ from .errors import (
 )
 from .images import ENCODINGS, image_to_numpy, numpy_to_image
 from .reader import BagMessage, BagReader
-from .recorder import BagRecorder, SplitBagRecorder, write_episodes
+from .recorder import BagRecorder, SplitBagRecorder, recover_split_bags, write_episodes
 from .replay import ReplayItem, paced, replay
 from .topics import LabelSettings, TopicMap, default_topic_map_path
 
@@ -74,6 +74,7 @@ __all__ = [
     "paced",
     "read_episodes",
     "read_motion_logs",
+    "recover_split_bags",
     "replay",
     "write_episodes",
 ]

@@ -3,19 +3,26 @@
 `BagRecorder` takes rosbags message objects (see `messages` for builders) and adds a topic's
 connection the first time it is written to. `write_episodes` writes steps (the records
 `read_episodes` returns) so that reading the bag back gives the same episodes.
-`SplitBagRecorder` writes a stream as a series of bags, each closed after a set time, so that a
-process killed while recording loses only its open bag.
+`SplitBagRecorder` writes a stream as a series of bags, each closed after a set time, with a
+journal beside the open one, so that a process killed while recording loses nothing it wrote
+(`recover_split_bags` finishes the killed bag from its journal).
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from mcap.exceptions import McapError
+from mcap.records import Channel, Message
+from mcap.stream_reader import StreamReader
+from mcap.writer import CompressionType
+from mcap.writer import Writer as McapWriter
 from rosbags.interfaces import Connection
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys.store import Typestore
@@ -32,7 +39,7 @@ from .messages import (
 from .topics import TopicMap
 from .typestore import safari_typestore
 
-__all__ = ["BagRecorder", "SplitBagRecorder", "write_episodes"]
+__all__ = ["BagRecorder", "SplitBagRecorder", "recover_split_bags", "write_episodes"]
 
 _STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
@@ -165,13 +172,102 @@ class BagRecorder:
             previous = step.instruction
 
 
+JOURNAL_SUFFIX = ".journal.mcap"
+
+
+class _Journal:
+    """Append-only copy of what goes into an open bag: unchunked MCAP, flushed after every
+    message, so that a process killed with -9 leaves every message it wrote on disk (the OS has
+    it; surviving a power cut would take an fsync per message as well). Deleted once its bag is
+    closed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = path.open("xb")
+        self._writer = McapWriter(self._file, use_chunking=False,
+                                  compression=CompressionType.NONE, use_statistics=False)
+        self._writer.start(profile="ros2", library="safari_ros journal")
+        self._channels: dict[str, int] = {}
+
+    def write(self, topic: str, msgtype: str, data: bytes, timestamp_ns: int) -> None:
+        channel = self._channels.get(topic)
+        if channel is None:
+            channel = self._writer.register_channel(topic, "cdr", 0, {"msgtype": msgtype})
+            self._channels[topic] = channel
+        self._writer.add_message(channel, timestamp_ns, data, timestamp_ns)
+        self._file.flush()
+
+    def discard(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+    def abandon(self) -> None:
+        """Close without deleting: what it holds finishes its bag later."""
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the buffered tail cannot be written: the whole records before it are
+
+
+def _journal_messages(path: Path) -> list[tuple[str, str, bytes, int]]:
+    """(topic, msgtype, cdr, time) of every whole message in a journal; a record cut short by
+    the kill ends the list."""
+    channels: dict[int, Channel] = {}
+    out: list[tuple[str, str, bytes, int]] = []
+    with path.open("rb") as f:
+        try:
+            for record in StreamReader(f).records:
+                if isinstance(record, Channel):
+                    channels[record.id] = record
+                elif isinstance(record, Message) and record.channel_id in channels:
+                    ch = channels[record.channel_id]
+                    out.append((ch.topic, ch.metadata["msgtype"], record.data, record.log_time))
+        except (McapError, EOFError, ValueError, KeyError, struct.error):
+            pass  # the tail the process was writing when it died
+    return out
+
+
+def recover_split_bags(folder: str | os.PathLike[str]) -> int:
+    """Finish the bags of a killed `SplitBagRecorder` in `folder` from their journals: a bag that
+    was never closed is rewritten, under its own name, from every whole message its journal
+    holds. Returns how many messages were recovered (0: nothing to do). OSError (no room to
+    write the bag): that journal is kept, to be finished by a later call."""
+    recovered = 0
+    for journal in sorted(Path(folder).glob(f"*{JOURNAL_SUFFIX}")):
+        bag = journal.with_name(journal.name[: -len(JOURNAL_SUFFIX)])
+        if not (bag / "metadata.yaml").exists():  # closed bags have it: then only the unlink
+            messages = _journal_messages(journal)
+            try:
+                _remove_bag(bag)
+                if messages:
+                    with BagRecorder(bag) as recorder:
+                        for topic, msgtype, data, stamp in messages:
+                            recorder.write_cdr(topic, msgtype, data, stamp)
+            except OSError:  # still no room: the journal stays for the next try
+                _remove_bag(bag)
+                raise
+            recovered += len(messages)
+        journal.unlink()
+    return recovered
+
+
+def _remove_bag(bag: Path) -> None:
+    if bag.exists():
+        for part in bag.iterdir():
+            part.unlink()
+        bag.rmdir()
+
+
 class SplitBagRecorder:
     """A stream recorded as bags `<folder>/<start>-<n>`, each closed after `split_s` seconds.
 
     An MCAP file is readable only up to its last finished chunk, and the writer keeps the chunk
-    in memory until the file is closed: a recorder killed with -9 loses its open bag whole. Like
-    `ros2 bag record --max-bag-duration`, splitting bounds that loss to one split's messages.
-    Reading the folder's bags in name order gives the messages in the order written.
+    in memory until the file is closed: a bag whose recorder is killed with -9 is unreadable.
+    So every message also goes to a journal beside the open bag (`<bag>.journal.mcap`, flushed
+    per message, deleted when the bag closes), and `recover_split_bags` rebuilds a killed bag
+    from it: nothing written is lost. Splitting (like `ros2 bag record --max-bag-duration`)
+    keeps each bag and journal small. Reading the folder's bags in name order gives the
+    messages in the order written.
 
     Args:
         folder: where the bags go (created).
@@ -188,28 +284,54 @@ class SplitBagRecorder:
         self.bags = 0
         self.count = 0
         self._bag: BagRecorder | None = None
+        self._journal: _Journal | None = None
         self._opened = 0.0
 
     def _open_next(self) -> BagRecorder:
-        self._bag = BagRecorder(self.folder / f"{self.start}-{self.bags:05d}").open()
+        path = self.folder / f"{self.start}-{self.bags:05d}"
+        self._bag = BagRecorder(path).open()
+        self._journal = _Journal(path.with_name(path.name + JOURNAL_SUFFIX))
         self.bags += 1
         self._opened = self.clock()
         return self._bag
 
     def write_cdr(self, topic: str, msgtype: str, data: bytes, timestamp_ns: int) -> None:
-        """Write a serialised message into the open bag, first closing it if its time is up."""
-        bag = self._bag
-        if bag is not None and self.split_s > 0 and self.clock() - self._opened >= self.split_s:
-            bag.close()
-            bag = None
-        (bag or self._open_next()).write_cdr(topic, msgtype, data, timestamp_ns)
+        """Write a serialised message into the journal and the open bag, first closing the bag
+        if its time is up. OSError (a full disk): the message is not written, the bag is left
+        for `recover_split_bags` to finish from its journal, and the next write starts anew."""
+        try:
+            if (self._bag is not None and self.split_s > 0
+                    and self.clock() - self._opened >= self.split_s):
+                self.close()
+            if self._bag is None:
+                self._open_next()
+            assert self._bag is not None and self._journal is not None
+            self._journal.write(topic, msgtype, data, timestamp_ns)  # durable first
+            self._bag.write_cdr(topic, msgtype, data, timestamp_ns)
+        except OSError:
+            self._abandon()
+            raise
         self.count += 1
 
+    def _abandon(self) -> None:
+        """Drop the open bag and journal without finishing them (their files stay)."""
+        if self._journal is not None:
+            self._journal.abandon()
+        self._bag = self._journal = None
+
     def close(self) -> None:
-        """Finish the open bag (idempotent)."""
+        """Finish the open bag and drop its journal (idempotent). OSError: the bag is left for
+        `recover_split_bags` to finish from its journal."""
         if self._bag is not None:
-            self._bag.close()
+            try:
+                self._bag.close()
+            except OSError:
+                self._abandon()
+                raise
             self._bag = None
+        if self._journal is not None:
+            self._journal.discard()
+            self._journal = None
 
 
 def write_episodes(

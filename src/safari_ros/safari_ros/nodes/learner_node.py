@@ -38,7 +38,7 @@ from safari_msgs.msg import (
     Transition,
 )
 from safari_msgs.srv import SaveAdapters
-from safari_ros.bags import BagReader, SplitBagRecorder
+from safari_ros.bags import BagReader, SplitBagRecorder, recover_split_bags
 from safari_ros.bags.typestore import bag_type_name
 from safari_ros.core import (
     ReplayBuffer,
@@ -96,11 +96,12 @@ class LearnerNode(Node):
         self.run_dir = Path(declare(self, "run_dir", "runs/latest", "checkpoints and replay bags"))
         self.record = declare(self, "record", True,
                               "persist the replay (Transition messages) as rosbag2 MCAP")
-        # A learner killed with -9 loses its open replay bag (bags.SplitBagRecorder): the replay
-        # is split into bags closed every replay_split_s to bound that loss.
+        # The replay is split into bags closed every replay_split_s, each journalled while open
+        # (bags.SplitBagRecorder): a learner killed with -9 has its open bag rebuilt from the
+        # journal when it restarts, so nothing it wrote is lost.
         self.replay_split_s = declare(self, "replay_split_s", 10.0,
                                       "close the replay bag and start a new one this often (s); "
-                                      "a crash loses at most that much; 0 = one bag per run")
+                                      "0 = one bag per run")
         self.checkpoint_every = declare(self, "checkpoint_every_updates", 50,
                                         "updates between checkpoints")
         status_period = declare(self, "status_period_s", 1.0, "LearnerStatus period (s)")
@@ -225,8 +226,8 @@ class LearnerNode(Node):
             proposal = self.proposals.pop(stamp_ns(fb.header.stamp), None)
             msg.behaviour_probability = _probability(proposal, decision.executed_action_index)
             msg.proposed_probability = _probability(proposal, decision.proposed_action_index)
-            self.add(msg, persist=True)
-            self.transition_pub.publish(msg)
+            if self.add(msg, persist=True):  # published once written: the replay has it
+                self.transition_pub.publish(msg)
 
     def bookkeep(self, msg: Feedback) -> None:
         """Violations and episode ends, one dual step on lambda per episode. Counted from every
@@ -261,7 +262,9 @@ class LearnerNode(Node):
             behaviour_prob=float(msg.behaviour_probability))
 
     def add(self, msg: Transition, persist: bool) -> bool:
-        """Into the replay buffer (and the replay bag); malformed ones are dropped and logged."""
+        """Into the replay buffer (and, with persist, the replay bag); False when it was not:
+        malformed ones are dropped, and one the bag could not take (a full disk) is learned
+        from but not kept, each with a log line."""
         if msg.observation.backbone_id != self.model.backbone_id:
             self.get_logger().warning("transition from another backbone dropped")
             return False
@@ -280,8 +283,14 @@ class LearnerNode(Node):
         if persist:
             with self.recorder_lock:
                 if self.recorder is not None:
-                    self.recorder.write_cdr("/safari/transition", REPLAY_TOPIC_TYPE,
-                                            serialize_message(msg), stamp_ns(msg.header.stamp))
+                    try:
+                        self.recorder.write_cdr("/safari/transition", REPLAY_TOPIC_TYPE,
+                                                serialize_message(msg),
+                                                stamp_ns(msg.header.stamp))
+                    except OSError as exc:
+                        self.get_logger().error(f"replay bag write failed, transition not kept "
+                                                f"on disk: {exc}", throttle_duration_sec=5.0)
+                        return False
         return True
 
     def restore_replay(self) -> None:
@@ -289,6 +298,16 @@ class LearnerNode(Node):
         folder = self.run_dir / "replay"
         if not folder.is_dir():
             return
+        try:
+            recovered = recover_split_bags(folder)
+        except OSError as exc:
+            recovered = 0
+            self.get_logger().error(f"could not finish a killed replay bag (its journal is kept "
+                                    f"for the next start): {exc}")
+        if recovered:
+            self.get_logger().warning(
+                f"finished the replay bag of a learner that died while recording: {recovered} "
+                "transitions recovered from its journal")
         restored = 0
         for bag in sorted(p for p in folder.iterdir() if p.is_dir()):
             try:
@@ -394,7 +413,10 @@ class LearnerNode(Node):
         self.worker.join(timeout=30)
         with self.recorder_lock:
             if self.recorder is not None:
-                self.recorder.close()
+                try:
+                    self.recorder.close()
+                except OSError as exc:  # the journal finishes the bag at the next start
+                    self.get_logger().error(f"replay bag not finished: {exc}")
                 self.recorder = None
 
 
