@@ -872,7 +872,8 @@ def main() -> None:
             "joint_states_stop": lambda i: bench.silence(signal.SIGUSR1),
             "camera_stop": lambda i: bench.silence(signal.SIGUSR2),
             "kill_learner": lambda i: bench.learner_crash(None),
-            "learner_disk_full": lambda i: bench.learner_crash(256 * 1024),
+            # 64 KiB: the tiny model's replay bag and its journal pass it within a trial
+            "learner_disk_full": lambda i: bench.learner_crash(64 * 1024),
             "bad_checkpoint": bench.bad_checkpoint,
             "malformed_input": lambda i: bench.malformed_input(),
         }
