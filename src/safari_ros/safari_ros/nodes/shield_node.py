@@ -123,8 +123,12 @@ class ShieldNode(LifecycleNode):
         # the last one. A 50 ms poll added up to 50 ms to every stop (79 ms past the deadline
         # under load, issue 13); after firing it repeats every watchdog_s while inputs stay
         # stale, which the stopped_for_watchdog flag turns into one stop.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.watchdog_timer = self.create_timer(self.limits.watchdog_s, self.on_watchdog,
-                                                clock=Clock(clock_type=ClockType.STEADY_TIME))
+                                                clock=steady)
+        self.recheck_timer = self.create_timer(self.limits.watchdog_s, self.on_recheck,
+                                               clock=steady)
+        self.recheck_timer.cancel()  # armed by on_watchdog only
         self.create_timer(1.0, self.publish_status)
         self.publish_zones()
         self.publish_mode()
@@ -222,14 +226,29 @@ class ShieldNode(LifecycleNode):
         if not self.active or self.mode not in (SetMode.Request.EXECUTE, SetMode.Request.LEARN):
             return
         # The timer was reset after last_proposal_wall was read, on the same monotonic clock:
-        # when it fires the deadline has passed (the 1 ms covers rounding of the two clocks).
-        stale = time.monotonic() - self.last_proposal_wall >= self.limits.watchdog_s - 1e-3
-        if stale and not self.stopped_for_watchdog:
+        # when it fires the deadline has normally passed (the 1 ms covers rounding of the two
+        # clocks). But a proposal can re-arm it between the executor finding it due and taking
+        # it, and taking it then moves its next firing a whole period past the new deadline
+        # (rcl_timer_call adds the period to the reset's deadline): the last proposal before a
+        # kill then got its stop watchdog_s late (1.02 s after it in test_stack, 0.5-0.9 s past
+        # the deadline in 1 of 10 camera_stop faults). So a firing that finds the input fresh
+        # checks again exactly at the deadline, on a one-shot timer of its own.
+        left = self.last_proposal_wall + self.limits.watchdog_s - time.monotonic()
+        if left > 1e-3:
+            self.recheck_timer.timer_period_ns = int(left * 1e9)
+            self.recheck_timer.reset()
+            return
+        if not self.stopped_for_watchdog:
             self.stopped_for_watchdog = True
             self.counts["watchdog_stops"] += 1
             self.get_logger().warning("no fresh proposal within the watchdog deadline: stop")
             note = self.send_stop("watchdog")
             self.publish_stop_decision("watchdog", note, watchdog=Check.VIOLATION)
+
+    def on_recheck(self) -> None:
+        """The one-shot check at a deadline that on_watchdog found still ahead."""
+        self.recheck_timer.cancel()
+        self.on_watchdog()
 
     def publish_stop_decision(self, why: str, note: str, watchdog: Check) -> None:
         """The audit record of a stop that answers no proposal (watchdog, operator, lifecycle):
