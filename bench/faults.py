@@ -451,7 +451,8 @@ class Bench:
         from safari_ros.nodes.common import stamp_ns
 
         out: set[int] = set()
-        for bag in sorted((self.stack.work / "run" / "replay").glob("*")):
+        for bag in sorted(p for p in (self.stack.work / "run" / "replay").glob("*")
+                          if p.is_dir()):  # bags, not the open one's journal
             try:
                 with BagReader(bag, skip_bad=True) as reader:
                     for m in reader.messages(["/safari/transition"]):

@@ -12,6 +12,7 @@ from safari_ros.core.hparams import PretrainConfig
 __all__ = [
     "align_loss",
     "bc_loss",
+    "bc_weights",
     "cql_penalty",
     "entropy",
     "kl_divergence",
@@ -36,15 +37,21 @@ def safety_loss(constraint_logits: torch.Tensor, action: torch.Tensor, cost: tor
     return F.binary_cross_entropy_with_logits(logit, cost.clamp(0.0, 1.0))
 
 
+def bc_weights(action: torch.Tensor, success: torch.Tensor,
+               proposable: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) bool: the steps L_BC learns from (successful episodes, actions pi may propose)."""
+    keep = success > 0.5
+    if proposable is not None:
+        keep = keep & proposable.to(action.device)[action]
+    return keep
+
+
 def bc_loss(policy_logits: torch.Tensor, action: torch.Tensor, success: torch.Tensor,
             proposable: torch.Tensor | None = None):
     """L_BC: NLL of pi(a_data|s) on the steps of successful episodes (0 if there are none),
     except steps whose action pi may not propose (`proposable`, (A,) bool: a logged backup)."""
     nll = F.cross_entropy(policy_logits, action, reduction="none")
-    keep = success > 0.5
-    if proposable is not None:
-        keep = keep & proposable[action]
-    w = keep.to(nll.dtype)
+    w = bc_weights(action, success, proposable).to(nll.dtype)
     return (nll * w).sum() / w.sum().clamp_min(1.0)
 
 

@@ -48,7 +48,7 @@ from safari_ros.core import (
     validate_checkpoint,
 )
 from safari_ros.core.hparams import PretrainConfig
-from safari_ros.core.losses import bc_loss
+from safari_ros.core.losses import bc_loss, bc_weights
 from safari_ros.pretrain.features import (
     CacheStats,
     FeatureSet,
@@ -178,7 +178,7 @@ def _bc_scale(batch: TransitionBatch, d: _Dist, proposable: torch.Tensor) -> flo
     global weighted mean: L_BC is sum(w nll) / sum(w), normalised by the rank's own sum(w)."""
     if d.world == 1:
         return 1.0
-    w = ((batch.success > 0.5) & proposable.to(batch.action.device)[batch.action]).float().sum()
+    w = bc_weights(batch.action, batch.success, proposable).float().sum()
     total = w.clone()
     dist.all_reduce(total)
     return float(w * d.world / total) if total > 0 else 1.0
