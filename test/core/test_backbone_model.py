@@ -186,6 +186,7 @@ def _vit_b32_config() -> dict:
                                 model_config_dir="")
     learning["split_layer_k"] = 8
     learning["adapters"].update(task_layers=[8, 9, 10, 11], safety_layers=[10, 11])
+    learning["heads"]["depth_grid"] = [7, 7]  # its 224 px / 32 px patch grid
     return cfg
 
 

@@ -143,3 +143,24 @@ def test_osrl_delta_conversion_by_hand():
     _close(discounted_cost_limit(d, gamma, t_steps), hand, 1e-9)
     _close(discounted_cost_limit(d, 0.0, t_steps), d / t_steps)
     _close(discounted_return([1.0, 0.0, 1.0], 0.5), 1.25)
+
+
+def test_pretrain_loss_adds_grounding_where_labels_and_a_readout_exist():
+    hp = type(tiny_hp().pretrain)(lambda1_align=1.0, lambda2_safety=1.0, lambda3_bc=1.0,
+                                  tau_temperature=0.07, lambda4_ground=2.0)
+    z = torch.zeros(1, 3)
+    attention = _t([[[0.25, 0.75]]])
+    out = HeadOutputs(torch.zeros(1, 4), torch.zeros(3, 4), _t(LOGITS[:1]), z, z, z, z,
+                      z[:, 0], None, attention)
+    cells = _t([[0.0, 0.0, 0.0, 0.0, 0.5, 0.0, 0.02, 0.3]])  # the table; an object at x = 0.5
+    st = StateBatch(torch.zeros(1, 1), cells, torch.zeros(1, 1), torch.zeros(1, 1))
+    ones, action = _t([1.0]), _t([0], torch.long)
+
+    def batch(ground):
+        return TransitionBatch(st, action, ones, ones * 0, st, ones * 0, ones, ones, ground)
+
+    base, parts = pretrain_loss(out, batch(None), hp)
+    assert "loss_ground" not in parts
+    total, parts = pretrain_loss(out, batch(_t([[0.45, 0.0]])), hp)
+    _close(parts["loss_ground"], -math.log(0.75))
+    _close(total, float(base) + 2.0 * -math.log(0.75), 1e-5)

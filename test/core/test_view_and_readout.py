@@ -9,7 +9,8 @@ from core.core_helpers import make_tiny_model, random_states, tiny_hp
 
 from safari_ros.config import load_config
 from safari_ros.core.backbone import crop_roi
-from safari_ros.core.heads import SpatialReadout
+from safari_ros.core.features import DEPTH_CHANNELS
+from safari_ros.core.heads import EMPTY_PATCH_WEIGHT, SpatialReadout
 from safari_ros.core.hparams import LearningConfig, RegionOfInterest, learning_config
 from safari_ros.core.language import referring_phrases
 from safari_ros.sim import TabletopSim
@@ -73,6 +74,12 @@ def test_preprocess_shows_the_backbone_only_the_window() -> None:
     assert torch.allclose(x[0].mean(dim=(1, 2)), white, atol=1e-3)
 
 
+def _read(readout: SpatialReadout, patches: torch.Tensor, phrases: torch.Tensor) -> torch.Tensor:
+    """The readout with flat, empty lifted depth (its image-space part is under test here)."""
+    b, p = patches.shape[:2]
+    return readout(patches, phrases, torch.zeros(b, p, DEPTH_CHANNELS), torch.zeros(b, 3), 0.1)[0]
+
+
 def _readout_inputs(grid: int = 3, dim: int = 16, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     words = torch.nn.functional.normalize(torch.randn(grid * grid, dim, generator=gen), dim=-1)
@@ -86,13 +93,13 @@ def test_the_readout_points_at_the_patch_that_matches_the_instruction() -> None:
         readout.log_scale.fill_(np.log(200.0))  # sharp: the soft-argmax lands on the best patch
     patches = words[None].repeat(4, 1, 1)
     target = torch.tensor([0, 4, 5, 8])  # row-major patch indices
-    out = readout(patches, words[target][:, None].repeat(1, 2, 1))
-    assert out.shape == (4, 6)
+    out = _read(readout, patches, words[target][:, None].repeat(1, 2, 1))
+    assert out.shape == (4, 12)
     centres = (torch.arange(grid) + 0.5) / grid * 2 - 1
     expected = torch.stack([centres[target % grid], centres[target // grid]], dim=-1)
     for q in range(2):  # both queries start as their phrase itself
         assert torch.allclose(out[:, 2 * q:2 * q + 2], expected, atol=0.05)
-    assert torch.all(out[:, 4:] > 0.9)  # peak attention: sure of it
+    assert torch.all(out[:, 4:6] > 0.9)  # peak attention: sure of it
 
 
 def test_the_readout_learns_to_look_elsewhere() -> None:
@@ -109,7 +116,7 @@ def test_the_readout_learns_to_look_elsewhere() -> None:
     want = torch.stack([centres[goal % grid], centres[goal // grid]], dim=-1)
     first = None
     for _ in range(300):
-        loss = (readout(patches, instruction)[:, :2] - want).pow(2).sum(-1).mean()
+        loss = (_read(readout, patches, instruction)[:, :2] - want).pow(2).sum(-1).mean()
         first = float(loss) if first is None else first
         opt.zero_grad()
         loss.backward()
@@ -132,7 +139,7 @@ def test_the_readout_lands_between_patches_when_a_thing_straddles_them() -> None
     cos1 = 1.0 + float(np.log(share / (1 - share))) / 50.0
     orth = torch.nn.functional.normalize(other - (other @ phrase) * phrase, dim=-1)
     patches[0, 1] = cos1 * phrase + np.sqrt(1 - cos1 ** 2) * orth
-    x = float(readout(patches, phrase[None, None])[0, 0])
+    x = float(_read(readout, patches, phrase[None, None])[0, 0])
     centres = (np.arange(grid) + 0.5) / grid * 2 - 1
     assert x == pytest.approx((1 - share) * centres[0] + share * centres[1], abs=0.02)
 
@@ -140,6 +147,7 @@ def test_the_readout_lands_between_patches_when_a_thing_straddles_them() -> None
 def test_instructions_are_encoded_with_their_referring_phrases() -> None:
     raw = tiny_hp().raw
     raw["heads"]["spatial_queries"] = 2
+    raw["heads"]["depth_grid"] = [2, 2]
     model = make_tiny_model(LearningConfig.from_dict(raw, episode_steps=60))
     text = model.backbone.text
     e = model.backbone.embed_dim
@@ -155,6 +163,7 @@ def test_instructions_are_encoded_with_their_referring_phrases() -> None:
 def test_heads_with_a_readout_refuse_to_run_without_patches() -> None:
     raw = tiny_hp().raw
     raw["heads"]["spatial_queries"] = 2
+    raw["heads"]["depth_grid"] = [2, 2]  # the tiny ViT's patches
     model = make_tiny_model(LearningConfig.from_dict(raw, episode_steps=60))
     assert model.heads.readout is not None and model.heads.readout in model.heads.actor_modules()
     state = random_states(model, 3, torch.Generator().manual_seed(0))
@@ -175,3 +184,32 @@ def test_heads_with_a_readout_refuse_to_run_without_patches() -> None:
 ])
 def test_referring_phrases_are_the_determiner_led_noun_phrases(text, phrases) -> None:
     assert referring_phrases(text) == phrases
+
+
+def test_a_depth_grid_that_is_not_the_patch_grid_is_refused_by_name() -> None:
+    raw = tiny_hp().raw
+    raw["heads"]["spatial_queries"] = 2  # the tiny ViT has 2 x 2 patches, the config 8 x 8 cells
+    with pytest.raises(ValueError, match="2x2 patches: the depth grid must match it"):
+        make_tiny_model(LearningConfig.from_dict(raw, episode_steps=60))
+
+
+def test_the_readout_says_where_its_patch_points_are_relative_to_the_tcp() -> None:
+    """Attention on one patch: the readout's last three entries are that patch's lifted
+    centroid minus the TCP, in the heads' unit; attention spread over a patch with an object
+    and empty table counts the object's patch by its share of points above the table."""
+    words, grid, dim = _readout_inputs()
+    readout = SpatialReadout(dim, n_queries=1, grid=grid)
+    with torch.no_grad():
+        readout.log_scale.fill_(np.log(500.0))
+    points = torch.zeros(1, grid * grid, DEPTH_CHANNELS)
+    points[0, :, :3] = torch.tensor([0.5, 0.0, 0.0])  # the table
+    points[0, 4] = torch.tensor([0.62, -0.08, 0.03, 0.4])  # an object in the middle patch
+    tcp = torch.tensor([[0.40, 0.0, 0.25]])
+    out, attn = readout(words[None], words[4][None, None], points, tcp, 0.1)
+    assert attn.shape == (1, 1, grid * grid) and float(attn[0, 0, 4]) > 0.99
+    assert torch.allclose(out[0, 3:], torch.tensor([2.2, -0.8, -2.2]), atol=1e-3)
+    even = torch.full((1, 1, grid * grid), 1.0 / (grid * grid))
+    where = SpatialReadout.locate(even, points)[0, 0]
+    w_obj, w_empty = 0.4 + EMPTY_PATCH_WEIGHT, EMPTY_PATCH_WEIGHT
+    expected_x = (w_obj * 0.62 + 8 * w_empty * 0.5) / (w_obj + 8 * w_empty)
+    assert float(where[0]) == pytest.approx(expected_x, abs=1e-5)

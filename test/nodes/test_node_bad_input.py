@@ -23,7 +23,7 @@ N_JOINTS = 9
 def observation(tokens: np.ndarray) -> Observation:
     msg = Observation()
     pack_tokens(msg, tokens)
-    msg.depth_features = [0.5] * 4
+    msg.depth_features = [0.5] * 16  # 2 x 2 cells, 4 channels each
     msg.depth_grid = [2, 2]
     msg.joint_state.name = [f"j{i}" for i in range(N_JOINTS)]
     msg.joint_state.position = [0.1] * N_JOINTS

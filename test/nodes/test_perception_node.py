@@ -12,11 +12,12 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="needs the ROS 2 wheels (scripts/setup.sh)")
 pytest.importorskip("safari_msgs", reason="needs the colcon-built safari_msgs")
 
-from sensor_msgs.msg import Image, JointState  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
 
 from nodes.stack_support import one_node  # noqa: E402
 from safari_msgs.msg import Observation  # noqa: E402
 from safari_ros.bags import numpy_to_image  # noqa: E402
+from safari_ros.core import depth_lifter, learning_config  # noqa: E402
 from safari_ros.nodes.common import unpack_tokens  # noqa: E402
 from safari_ros.robot import kinematics as kin  # noqa: E402
 
@@ -34,6 +35,9 @@ def test_bad_frames_are_dropped_and_good_ones_encoded(tmp_path):
         color = node.create_publisher(Image, t["color_image"], 5)
         depth = node.create_publisher(Image, t["depth_image"], 5)
         joints = node.create_publisher(JointState, t["joint_states"], 5)
+        info = node.create_publisher(CameraInfo, t["depth_info"], 5)
+        k = [60.0, 0.0, 31.5, 0.0, 60.0, 23.5, 0.0, 0.0, 1.0]
+        with_info = [False]
         rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
         depth_m = np.full((48, 64), 1.2, np.float32)
         second = [0]
@@ -44,6 +48,8 @@ def test_bad_frames_are_dropped_and_good_ones_encoded(tmp_path):
             js = JointState(name=NAMES, position=position, velocity=[0.0] * 9)
             js.header.stamp = stamp
             joints.publish(js)
+            if with_info[0]:
+                info.publish(CameraInfo(width=64, height=48, k=k))
             for pub, fields in ((color, rgb_fields), (depth, depth_fields)):
                 msg = Image(**fields)
                 msg.header.stamp = stamp
@@ -55,7 +61,14 @@ def test_bad_frames_are_dropped_and_good_ones_encoded(tmp_path):
         good = [0.0, -0.4, 0.0, -2.6, 0.0, 2.3, -0.8, 0.04, 0.04]
         yuv = dict(numpy_to_image(rgb, "rgb8"), encoding="yuv422")
         ok_rgb, ok_depth = numpy_to_image(rgb, "rgb8"), numpy_to_image(depth_m, "32FC1")
+        log_path = tmp_path / "logs" / "perception_node.log"
         end = time.monotonic() + 180  # the node imports torch and builds the model first
+        while time.monotonic() < end and not (
+                log_path.is_file() and "no depth CameraInfo" in log_path.read_text()):
+            frame(ok_rgb, ok_depth, good)  # without intrinsics depth cannot be lifted
+        assert not got, "a frame was encoded before any depth CameraInfo"
+        with_info[0] = True
+        end = time.monotonic() + 30
         while not got and time.monotonic() < end:
             frame(ok_rgb, ok_depth, good)
         assert got, "perception never published an Observation"
@@ -70,9 +83,11 @@ def test_bad_frames_are_dropped_and_good_ones_encoded(tmp_path):
         assert len(got) == n + 1, "a good frame after bad ones was not encoded"
         obs = got[-1]
         assert unpack_tokens(obs).shape == tuple(obs.token_shape)
-        assert np.allclose(obs.depth_features, 1.2, atol=1e-5)
+        lift = depth_lifter(learning_config(cfg))
+        assert np.allclose(obs.depth_features, lift(depth_m, np.reshape(k, (3, 3))), atol=1e-5)
+        assert list(obs.depth_grid) == list(lift.grid)
         assert not sup.dead(), "perception_node died on bad input"
-        log = (tmp_path / "logs" / "perception_node.log").read_text()
+        log = log_path.read_text()
         assert log.count("yuv422") == 1
         assert "differ in size" in log and "NaN" in log
         # Ctrl-C once no input flows (the camera stopped first): the node must still see it and

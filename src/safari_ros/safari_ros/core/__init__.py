@@ -23,11 +23,11 @@ from safari_ros.core.checkpoint import (
     validate_checkpoint,
     versioned_checkpoint_path,
 )
-from safari_ros.core.features import pool_depth, proprio_vector
+from safari_ros.core.features import DepthLifter, lift_depth, proprio_vector
 from safari_ros.core.heads import HeadOutputs, SafariHeads
 from safari_ros.core.hparams import LearningConfig, learning_config
 from safari_ros.core.losses import pretrain_loss
-from safari_ros.core.model import SafariModel, build_model
+from safari_ros.core.model import SafariModel, build_model, depth_lifter
 from safari_ros.core.replay import ReplayBuffer, ReplayError, Transition, refusal_transition
 from safari_ros.core.scapo import (
     LagrangeMultiplier,
@@ -40,6 +40,7 @@ __all__ = [
     "BackboneError",
     "CheckpointError",
     "CheckpointInfo",
+    "DepthLifter",
     "FrozenClip",
     "HeadOutputs",
     "LagrangeMultiplier",
@@ -55,13 +56,14 @@ __all__ = [
     "Transition",
     "TransitionBatch",
     "build_model",
+    "depth_lifter",
     "discounted_cost_limit",
     "latest_checkpoint_version",
     "learning_config",
+    "lift_depth",
     "load_backbone",
     "load_checkpoint",
     "nan_free",
-    "pool_depth",
     "pretrain_loss",
     "proprio_vector",
     "refusal_transition",

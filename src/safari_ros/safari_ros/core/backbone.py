@@ -39,6 +39,8 @@ __all__ = [
     "load_backbone",
     "normalize_images",
     "resize_center_crop",
+    "roi_window",
+    "view_window",
     "weights_card_path",
 ]
 
@@ -152,23 +154,41 @@ def adapted_block_forward(
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
-def crop_roi(images: torch.Tensor | np.ndarray, roi: RegionOfInterest | None
-             ) -> torch.Tensor | np.ndarray:
-    """The ROI's window of channel-last images (..., H, W, C), scaled to their resolution;
-    unchanged when roi is None. ValueError when the images' aspect ratio is not the one the ROI
+def roi_window(height: int, width: int, roi: RegionOfInterest | None) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) pixels of the ROI in an image of this size, scaled to its resolution;
+    the whole image when roi is None. ValueError when the aspect ratio is not the one the ROI
     was set for (another camera: set learning.backbone.roi for it)."""
     if roi is None:
-        return images
-    h, w = images.shape[-3], images.shape[-2]
-    if h * roi.image_width != w * roi.image_height:
+        return 0, 0, width, height
+    if height * roi.image_width != width * roi.image_height:
         raise ValueError(
             f"learning.backbone.roi is set for {roi.image_width}x{roi.image_height} images, not "
-            f"{w}x{h} ones: set it for this camera"
+            f"{width}x{height} ones: set it for this camera"
         )
-    s = w / roi.image_width
+    s = width / roi.image_width
     x0, y0 = round(roi.x_offset * s), round(roi.y_offset * s)
     x1 = max(x0 + 1, round((roi.x_offset + roi.width) * s))
     y1 = max(y0 + 1, round((roi.y_offset + roi.height) * s))
+    return x0, y0, x1, y1
+
+
+def view_window(height: int, width: int, roi: RegionOfInterest | None
+                ) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the pixels of a height x width image that FrozenClip.preprocess shows
+    the ViT (the ROI, then the centred square its crop keeps); the patch grid tiles them."""
+    x0, y0, x1, y1 = roi_window(height, width, roi)
+    side = min(x1 - x0, y1 - y0)
+    left, top = x0 + (x1 - x0 - side) // 2, y0 + (y1 - y0 - side) // 2
+    return left, top, left + side, top + side
+
+
+def crop_roi(images: torch.Tensor | np.ndarray, roi: RegionOfInterest | None
+             ) -> torch.Tensor | np.ndarray:
+    """The ROI's window (roi_window) of channel-last images (..., H, W, C); the images
+    themselves when roi is None."""
+    if roi is None:
+        return images
+    x0, y0, x1, y1 = roi_window(images.shape[-3], images.shape[-2], roi)
     return images[..., y0:y1, x0:x1, :]
 
 

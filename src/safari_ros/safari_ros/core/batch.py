@@ -43,6 +43,9 @@ class TransitionBatch:
     done: torch.Tensor  # (B,) 1.0 where s' is terminal (no bootstrap)
     success: torch.Tensor  # (B,) 1.0 for steps of successful episodes (behaviour cloning)
     behaviour_prob: torch.Tensor  # (B,) pi_old(a|s) of the acting policy
+    # (B, 2) base-frame x, y (m) of the object the instruction names, NaN where unknown: the
+    # hindsight labels of pre-training's grounding term (pretrain/features.py); None online
+    ground: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> TransitionBatch:
         """Copy to a device; states as float32, action as long, scalars as float32."""
@@ -51,6 +54,8 @@ class TransitionBatch:
             v = getattr(self, f.name)
             if isinstance(v, StateBatch):
                 kw[f.name] = v.to(device)
+            elif v is None:
+                kw[f.name] = None
             elif f.name == "action":
                 kw[f.name] = v.to(device=device, dtype=torch.long)
             else:

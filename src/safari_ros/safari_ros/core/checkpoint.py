@@ -267,6 +267,8 @@ def nan_free(obj: torch.nn.Module | torch.Tensor | Iterable[Any] | float) -> boo
         return bool(torch.isfinite(obj).all())
     if isinstance(obj, int | float):
         return math.isfinite(obj)
+    if obj is None:  # an optional output that is absent (HeadOutputs.readout_attention)
+        return True
     if isinstance(obj, dict):
         return all(nan_free(v) for v in obj.values())
     if dataclasses.is_dataclass(obj):  # e.g. HeadOutputs

@@ -16,9 +16,17 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-__all__ = ["MASKED_LOGIT", "ActionCritic", "HeadOutputs", "SafariHeads", "SpatialReadout", "mlp"]
+from safari_ros.core.features import DEPTH_CHANNELS
+
+__all__ = ["EMPTY_PATCH_WEIGHT", "MASKED_LOGIT", "OCCUPANCY_GRID", "ActionCritic", "HeadOutputs",
+           "SafariHeads", "SpatialReadout", "mlp"]
 
 MASKED_LOGIT = -1e4  # pi's logit of an action it may not propose (exp underflows to 0)
+OCCUPANCY_GRID = 4  # side of the pooled occupancy map the state fusion sees
+# Where the readout averages the lifted points its attention falls on, a patch weighs its share
+# of points above the table plus this: where the attention finds nothing standing, the estimate
+# is the table under it.
+EMPTY_PATCH_WEIGHT = 0.02
 
 
 def mlp(d_in: int, hidden: int, d_out: int, zero_last: bool = False) -> nn.Sequential:
@@ -43,6 +51,7 @@ class HeadOutputs:
     constraint_logits: torch.Tensor  # (B, A) logit of C(s, a)
     v_cost: torch.Tensor  # (B,) V_C(s)
     proposable: torch.Tensor | None = None  # (A,) bool: actions pi may propose (None = all)
+    readout_attention: torch.Tensor | None = None  # (B, Q, P) the spatial readout's, if any
 
     @property
     def policy_probs(self) -> torch.Tensor:
@@ -98,7 +107,10 @@ class SpatialReadout(nn.Module):
     attention, read out as coordinates): each of Q queries, made from the CLIP embedding of one
     of the instruction's referring phrases (core/language.py), attends over the patch
     embeddings and gives its soft-argmax image position (x, y in [-1, 1] of the backbone's
-    view, x right, y down) and its peak attention (how sure it is).
+    view, x right, y down), its peak attention (how sure it is) and where that is in the base
+    frame relative to the TCP: the attention-weighted centroid of the patches' lifted depth
+    points (core/features.lift_depth), in the heads' TCP unit. A patch spans more than a lattice
+    step; its points locate the object to millimetres.
 
     A query starts as the phrase embedding itself, at the backbone's own temperature: the
     backbone was trained to spread a phrase's attention over the patches its thing covers
@@ -121,8 +133,8 @@ class SpatialReadout(nn.Module):
 
     @property
     def out_dim(self) -> int:
-        """Length of the readout: (x, y, peak) per query."""
-        return 3 * self.n_queries
+        """Length of the readout: (x, y, peak, dx, dy, dz) per query."""
+        return 6 * self.n_queries
 
     def attention(self, patches: torch.Tensor, phrases: torch.Tensor) -> torch.Tensor:
         """(B, Q, P) attention of each query over the patches; phrases (B, Q, E)."""
@@ -132,10 +144,22 @@ class SpatialReadout(nn.Module):
         logits = torch.einsum("bqe,bpe->bqp", F.normalize(q, dim=-1), k)
         return torch.softmax(self.log_scale.exp() * logits, dim=-1)
 
-    def forward(self, patches: torch.Tensor, phrases: torch.Tensor) -> torch.Tensor:
-        """(B, 3Q): each query's (x, y) then the peak attentions."""
+    @staticmethod
+    def locate(attention: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """(B, Q, 3) base-frame positions the queries point at: their attention (B, Q, P) over
+        the lifted cells (B, P, DEPTH_CHANNELS), each cell weighted by how much of it stands
+        above the table."""
+        weight = attention * (points[..., 3] + EMPTY_PATCH_WEIGHT)[:, None, :]
+        return (weight @ points[..., :3]) / weight.sum(-1, keepdim=True)
+
+    def forward(self, patches: torch.Tensor, phrases: torch.Tensor, points: torch.Tensor,
+                tcp: torch.Tensor, unit_m: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 6Q) readout: each query's (x, y), the peak attentions, then each query's position
+        relative to the TCP (B, 3; base frame, m) in units of unit_m; and the attention."""
         attn = self.attention(patches, phrases)
-        return torch.cat([(attn @ self.grid).flatten(1), attn.amax(-1)], dim=-1)
+        where = (self.locate(attn, points) - tcp[:, None, :]) / unit_m
+        out = torch.cat([(attn @ self.grid).flatten(1), attn.amax(-1), where.flatten(1)], dim=-1)
+        return out, attn
 
 
 class SafariHeads(nn.Module):
@@ -180,9 +204,19 @@ class SafariHeads(nn.Module):
         self.embed_dim = embed_dim
         self.readout = SpatialReadout(embed_dim, spatial_queries, patch_grid,
                                       init_scale=readout_scale) if spatial_queries > 0 else None
+        self.depth_cells = depth_dim // DEPTH_CHANNELS
+        if depth_dim % DEPTH_CHANNELS or math.isqrt(self.depth_cells) ** 2 != self.depth_cells:
+            raise ValueError(f"depth_dim {depth_dim} is not {DEPTH_CHANNELS} channels per cell "
+                             "of a square grid")
+        if self.readout is not None and self.depth_cells != patch_grid * patch_grid:
+            raise ValueError(f"the readout lifts each of the {patch_grid}x{patch_grid} patches: "
+                             f"the depth grid must match it, not hold {self.depth_cells} cells")
         extra = self.readout.out_dim if self.readout is not None else 0
-        self.fuse = mlp(depth_dim + proprio_dim + embed_dim + extra, hidden, embed_dim,
-                        zero_last=True)
+        # the fusion sees the lifted depth as a coarse occupancy map (the share of the points
+        # that stand above the table, pooled to OCCUPANCY_GRID): the readout says where the
+        # named things are
+        self.fuse = mlp(OCCUPANCY_GRID ** 2 + proprio_dim + embed_dim + extra, hidden,
+                        embed_dim, zero_last=True)
         self.action_offset = nn.Parameter(torch.zeros(n_actions, embed_dim))
         self.policy = mlp(embed_dim, hidden, n_actions, zero_last=True)
         # critic group
@@ -216,19 +250,26 @@ class SafariHeads(nn.Module):
         proprio: torch.Tensor,
         instruction: torch.Tensor,
         patches: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Unit-norm state embedding (B, E) from the image embedding and the other inputs.
-        With a spatial readout, `instruction` is the sentence's embedding followed by its Q
-        referring phrases' (B, (1 + Q) E; SafariModel.encode_instruction) and the readout of
-        the patch embeddings (B, P, E) joins the fused inputs."""
-        e = self.embed_dim
-        parts = [depth, proprio * self.proprio_scale, instruction[:, :e]]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Unit-norm state embedding (B, E) from the image embedding and the other inputs, and
+        the readout's attention (None without one). With a spatial readout, `instruction` is
+        the sentence's embedding followed by its Q referring phrases' (B, (1 + Q) E;
+        SafariModel.encode_instruction) and the readout of the patch embeddings (B, P, E)
+        joins the fused inputs."""
+        e, unit = self.embed_dim, float(1.0 / self.proprio_scale[-1])
+        points = depth.reshape(len(depth), self.depth_cells, DEPTH_CHANNELS)
+        side = math.isqrt(self.depth_cells)
+        occupancy = F.adaptive_avg_pool2d(points[..., 3].reshape(-1, 1, side, side),
+                                          OCCUPANCY_GRID).flatten(1)
+        parts = [occupancy, proprio * self.proprio_scale, instruction[:, :e]]
+        attn = None
         if self.readout is not None:
             if patches is None:
                 raise ValueError("these heads read the patch embeddings: pass patches")
             phrases = instruction[:, e:].reshape(len(instruction), self.readout.n_queries, e)
-            parts.append(self.readout(patches, phrases))
-        return F.normalize(image_embedding + self.fuse(torch.cat(parts, dim=-1)), dim=-1)
+            readout, attn = self.readout(patches, phrases, points, proprio[:, -3:], unit)
+            parts.append(readout)
+        return F.normalize(image_embedding + self.fuse(torch.cat(parts, dim=-1)), dim=-1), attn
 
     def action_embeddings(self) -> torch.Tensor:
         """(A, E) unit-norm action embeddings: CLIP text embedding + learned offset."""
@@ -263,9 +304,9 @@ class SafariHeads(nn.Module):
     ) -> HeadOutputs:
         """All heads. detach_critic_inputs: critic losses do not reach the actor's parameters.
         patches: the image's patch embeddings, for heads with a spatial readout."""
-        state = self.fuse_state(image_embedding, depth, proprio, instruction, patches)
+        state, attn = self.fuse_state(image_embedding, depth, proprio, instruction, patches)
         actions, similarity, logits = self.actor(state)
         cs, ca = (state.detach(), actions.detach()) if detach_critic_inputs else (state, actions)
         q_r, q_c, c_logits, v_c = self.critics(self.critic_modules(), cs, ca)
         return HeadOutputs(state, actions, similarity, logits, q_r, q_c, c_logits, v_c,
-                           self.proposable)
+                           self.proposable, attn)

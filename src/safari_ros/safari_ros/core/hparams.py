@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from safari_ros.config import ConfigError
+from safari_ros.core.features import DEPTH_CHANNELS
 
 __all__ = [
     "AdapterConfig",
@@ -114,6 +115,8 @@ class HeadsConfig:
     """Policy / critic heads and the non-image parts of the state."""
 
     hidden: int
+    # Cells of the lifted depth (core/features.lift_depth): the backbone's patch grid, so that
+    # the spatial readout's attention over patches weights each patch's points.
     depth_grid: tuple[int, int]
     n_joints: int  # proprio = joint positions (n) + velocities (n) + ee position (3)
     # The TCP position enters the heads in units of this length: rad and rad/s are O(1) but a
@@ -127,6 +130,8 @@ class HeadsConfig:
     # forever, and each intervention logs one, which pulls pi onto holding still online. A
     # domain where waiting is part of the task (hand-overs) can allow them.
     propose_backups: bool = False
+    # A depth point counts as standing on the table (an object, the arm) above this height (m)
+    depth_min_height_m: float = 0.01
 
     def __post_init__(self) -> None:
         if not self.tcp_unit_m > 0:
@@ -144,9 +149,14 @@ class HeadsConfig:
         return (1.0,) * (2 * int(self.n_joints)) + (1.0 / self.tcp_unit_m,) * 3
 
     @property
-    def depth_dim(self) -> int:
-        """Length of the pooled depth feature vector."""
+    def depth_cells(self) -> int:
+        """Cells of the lifted depth."""
         return int(self.depth_grid[0]) * int(self.depth_grid[1])
+
+    @property
+    def depth_dim(self) -> int:
+        """Length of the lifted depth vector (DEPTH_CHANNELS per cell)."""
+        return self.depth_cells * DEPTH_CHANNELS
 
     @property
     def proprio_dim(self) -> int:
@@ -162,6 +172,10 @@ class PretrainConfig:
     lambda2_safety: float
     lambda3_bc: float
     tau_temperature: float
+    # L_ground: the spatial readout's first query attends to the object the instruction names
+    # (hindsight labels from successful demonstrations; 0 = off). Not in the seed: its
+    # pre-training has no term that teaches the adapters *where* things are.
+    lambda4_ground: float = 0.0
     lr: float = 3e-4
     epochs: int = 20
     batch_size: int = 64  # global: split evenly over DDP ranks
@@ -253,6 +267,10 @@ class LearningConfig:
     scapo: ScapoConfig
     replay: ReplayConfig
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The camera's mounting in base_link (position, look_at: config `sim.camera`), with which
+    # the depth image becomes state (core/model.depth_lifter); None when built from `learning:`
+    # alone (depth then cannot be lifted).
+    camera_mount: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(
@@ -287,5 +305,10 @@ def learning_config(cfg: dict[str, Any]) -> LearningConfig:
     """LearningConfig from the whole loaded YAML (T for delta comes from sim.episode_steps)."""
     if "learning" not in cfg:
         raise ConfigError("config lacks the 'learning' section")
-    steps = (cfg.get("sim") or {}).get("episode_steps")
-    return LearningConfig.from_dict(cfg["learning"], episode_steps=steps)
+    sim = cfg.get("sim") or {}
+    hp = LearningConfig.from_dict(cfg["learning"], episode_steps=sim.get("episode_steps"))
+    camera = sim.get("camera") or {}
+    if "position" in camera and "look_at" in camera:
+        mount = {k: [float(v) for v in camera[k]] for k in ("position", "look_at")}
+        hp = dataclasses.replace(hp, camera_mount=mount)
+    return hp

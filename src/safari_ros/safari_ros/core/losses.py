@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from safari_ros.core.batch import TransitionBatch
+from safari_ros.core.features import DEPTH_CHANNELS
 from safari_ros.core.heads import HeadOutputs
 from safari_ros.core.hparams import PretrainConfig
 
@@ -15,6 +16,7 @@ __all__ = [
     "bc_weights",
     "cql_penalty",
     "entropy",
+    "grounding_loss",
     "kl_divergence",
     "policy_objective",
     "pretrain_loss",
@@ -55,10 +57,28 @@ def bc_loss(policy_logits: torch.Tensor, action: torch.Tensor, success: torch.Te
     return (nll * w).sum() / w.sum().clamp_min(1.0)
 
 
+def grounding_loss(attention: torch.Tensor, depth: torch.Tensor,
+                   target_xy: torch.Tensor) -> torch.Tensor:
+    """L_ground: cross-entropy of the readout's first query's attention (B, Q, P) against the
+    patch whose lifted points lie nearest the named object (target_xy (B, 2), base frame, m;
+    NaN rows have no label and count 0). Only patches with points above the table qualify:
+    the object stands on it. 0 when no row has a label."""
+    points = depth.reshape(len(depth), -1, DEPTH_CHANNELS)
+    labelled = torch.isfinite(target_xy).all(-1) & (points[..., 3] > 0).any(-1)
+    if not labelled.any():
+        return attention.sum() * 0.0  # keeps the graph (DDP wants every parameter used)
+    pts, target = points[labelled], target_xy[labelled]
+    dist = (pts[..., :2] - target[:, None, :]).norm(dim=-1)
+    cell = dist.masked_fill(pts[..., 3] <= 0, float("inf")).argmin(-1)
+    attn = attention[labelled, 0]
+    return F.nll_loss(torch.log(attn.clamp_min(1e-8)), cell)
+
+
 def pretrain_loss(
     out: HeadOutputs, batch: TransitionBatch, hp: PretrainConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """lambda1 L_align + lambda2 L_safety + lambda3 L_BC, and the terms for logging."""
+    """lambda1 L_align + lambda2 L_safety + lambda3 L_BC (+ lambda4 L_ground where the batch has
+    grounding labels and the heads a spatial readout), and the terms for logging."""
     terms = {
         "loss_align": align_loss(out.similarity, batch.action),
         "loss_safety": safety_loss(out.constraint_logits, batch.action, batch.cost),
@@ -69,6 +89,10 @@ def pretrain_loss(
         + hp.lambda2_safety * terms["loss_safety"]
         + hp.lambda3_bc * terms["loss_bc"]
     )
+    if hp.lambda4_ground > 0 and batch.ground is not None and out.readout_attention is not None:
+        terms["loss_ground"] = grounding_loss(out.readout_attention, batch.state.depth,
+                                              batch.ground)
+        total = total + hp.lambda4_ground * terms["loss_ground"]
     return total, {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(total.detach())}
 
 

@@ -12,13 +12,20 @@ from torch.utils.checkpoint import checkpoint
 
 from safari_ros.config import ActionSpec, ConfigError, action_specs
 from safari_ros.core.adapters import SafetyAdapter, TaskAdapter
-from safari_ros.core.backbone import FrozenClip, adapted_block_forward, load_backbone
+from safari_ros.core.backbone import (
+    FrozenClip,
+    adapted_block_forward,
+    load_backbone,
+    view_window,
+)
 from safari_ros.core.batch import StateBatch
+from safari_ros.core.features import DepthLifter
 from safari_ros.core.heads import HeadOutputs, SafariHeads
 from safari_ros.core.hparams import LearningConfig, learning_config
 from safari_ros.core.language import referring_phrases
+from safari_ros.robot.camera import camera_pose
 
-__all__ = ["SafariModel", "build_model"]
+__all__ = ["SafariModel", "build_model", "depth_lifter"]
 
 log = logging.getLogger(__name__)
 
@@ -231,3 +238,14 @@ def build_model(
         100 * share["share_of_vision_tower"],
     )
     return model
+
+
+def depth_lifter(hp: LearningConfig) -> DepthLifter:
+    """The depth lifting of the models' state (core/features.lift_depth): the heads' grid over
+    the backbone's view of each image, for the camera mounted as hp.camera_mount says."""
+    if hp.camera_mount is None:
+        raise ConfigError("lifting depth needs the camera's mounting (config sim.camera: "
+                          "position, look_at)")
+    roi = hp.backbone.roi
+    return DepthLifter(camera_pose(hp.camera_mount), tuple(hp.heads.depth_grid),
+                       hp.heads.depth_min_height_m, lambda h, w: view_window(h, w, roi))

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from safari_ros.core.batch import STATE_FIELDS, StateBatch
-from safari_ros.core.features import pool_depth, proprio_vector
+from safari_ros.core.features import proprio_vector
 from safari_ros.core.heads import HeadOutputs
 from safari_ros.core.losses import entropy
+from safari_ros.core.model import depth_lifter
 from safari_ros.core.replay import ReplayBuffer, Transition, refusal_transition
 from safari_ros.core.scapo import ScapoLearner
 from safari_ros.robot.primitives import PrimitivePlanner
@@ -178,7 +179,8 @@ class OnlineLoop:
         self.sampling = sampling
         self.gen = torch.Generator().manual_seed(seed)
         hp = model.hp
-        self.grid, self.n_joints = hp.heads.depth_grid, hp.heads.n_joints
+        self.n_joints = hp.heads.n_joints
+        self.lift = depth_lifter(hp)
         self.batch_size = hp.scapo.batch_size
         self.updates_per_step = hp.scapo.updates_per_step
         self.refusal_penalty = hp.scapo.refusal_penalty
@@ -192,7 +194,7 @@ class OnlineLoop:
         """States of several frames, as perception_node builds them (on the CPU, like replay)."""
         n = self.n_joints
         tokens = self.perceive(np.stack([o["rgb"] for o in observations])).cpu()
-        depth = np.stack([pool_depth(o["depth"], self.grid) for o in observations])
+        depth = np.stack([self.lift(o["depth"], o["camera_k"]) for o in observations])
         proprio = np.stack([
             proprio_vector(o["proprio"][:n], o["proprio"][n:2 * n], o["proprio"][2 * n:], n)
             for o in observations

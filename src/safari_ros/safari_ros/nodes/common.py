@@ -153,6 +153,7 @@ def observation_state(msg: Any, n_joints: int) -> tuple[np.ndarray, np.ndarray, 
     joints, then the fingers, as the robot publishes them) followed by the end-effector position.
     """
     from safari_ros.core import proprio_vector
+    from safari_ros.core.features import DEPTH_CHANNELS
 
     tokens = unpack_tokens(msg)
     # NaN or inf tokens made the policy's probabilities NaN, and its sampling raised and took
@@ -161,8 +162,10 @@ def observation_state(msg: Any, n_joints: int) -> tuple[np.ndarray, np.ndarray, 
         raise ValueError("tokens hold NaN or inf")
     depth = np.asarray(msg.depth_features, np.float32)
     grid = [int(g) for g in msg.depth_grid]
-    if len(grid) != 2 or depth.size != grid[0] * grid[1] or not np.isfinite(depth).all():
-        raise ValueError(f"depth features of size {depth.size} do not fit grid {grid}")
+    if (len(grid) != 2 or depth.size != grid[0] * grid[1] * DEPTH_CHANNELS
+            or not np.isfinite(depth).all()):
+        raise ValueError(f"depth features of size {depth.size} do not fit grid {grid} x "
+                         f"{DEPTH_CHANNELS} channels")
     js = msg.joint_state
     ee = (msg.ee_position.x, msg.ee_position.y, msg.ee_position.z)
     proprio = proprio_vector(js.position[:n_joints], js.velocity[:n_joints], ee, n_joints)

@@ -4,7 +4,10 @@ Colour (rgb8, bgr8, mono8) and depth (32FC1 metres, 16UC1 millimetres) are subsc
 QoS and paired with the joint state by approximate time (tolerance parameter). The frozen prefix
 (layers 0..k-1) runs once per frame and its tokens are published, so the policy and the learner
 never run those layers again. A frame with an unsupported encoding or mismatched sizes is dropped
-with one log line per cause; the node never crashes on input. Serves SetInstruction.
+with one log line per cause; the node never crashes on input. The depth image is lifted into
+the base frame per patch of the backbone's view (core/features.lift_depth) with the intrinsics of
+the latest depth CameraInfo and the camera's mounting (config `sim.camera`: position, look_at);
+frames before the first CameraInfo are dropped. Serves SetInstruction.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 
 from safari_msgs.msg import Observation
 from safari_msgs.srv import SetInstruction
 from safari_ros.bags import ImageError, image_to_numpy
-from safari_ros.core import build_model, pool_depth
+from safari_ros.core import build_model
+from safari_ros.core.model import depth_lifter
 from safari_ros.nodes.common import (
     LATCHED_QOS,
     RELIABLE_QOS,
@@ -48,7 +52,8 @@ class PerceptionNode(Node):
                                      "convert images with cv_bridge when it is installed")
         self.model, self.device = model_parameters(self, self.cfg, build_model)
         self.model.eval()
-        self.grid = self.model.hp.heads.depth_grid
+        self.lift = depth_lifter(self.model.hp)
+        self.depth_k: np.ndarray | None = None  # intrinsics of the depth camera, from CameraInfo
         self.instruction = ""
         self.instruction_id = 0
         self.logged: set[str] = set()
@@ -60,6 +65,7 @@ class PerceptionNode(Node):
         self.create_subscription(Image, t["color_image"], self._stream("color"), SENSOR_QOS)
         self.create_subscription(Image, t["depth_image"], self._stream("depth"), SENSOR_QOS)
         self.create_subscription(JointState, t["joint_states"], self._stream("joints"), SENSOR_QOS)
+        self.create_subscription(CameraInfo, t["depth_info"], self.on_depth_info, SENSOR_QOS)
         self.create_subscription(String, t["instruction"], self.on_instruction, LATCHED_QOS)
         self.create_service(SetInstruction, "/safari/set_instruction", self.on_set_instruction)
 
@@ -80,6 +86,14 @@ class PerceptionNode(Node):
         if cause not in self.logged:
             self.logged.add(cause)
             self.get_logger().warning(f"{text} (further frames with this problem dropped quietly)")
+
+    def on_depth_info(self, msg: CameraInfo) -> None:
+        """Keep the depth camera's intrinsics (a K that is no pinhole model is refused)."""
+        k = np.asarray(msg.k, float)
+        if k.size != 9 or not np.isfinite(k).all() or k[0] <= 0 or k[4] <= 0:
+            self.log_once("camera_info", f"ignoring depth CameraInfo with K = {k.tolist()}")
+            return
+        self.depth_k = k.reshape(3, 3)
 
     def on_instruction(self, msg: String) -> None:
         """A new task instruction (from the simulator, the operator or another node)."""
@@ -118,6 +132,9 @@ class PerceptionNode(Node):
             self.log_once("size", f"dropping frame: colour {rgb.shape} and depth {depth.shape} "
                                   "differ in size")
             return
+        if self.depth_k is None:
+            self.log_once("no_camera_info", "dropping frame: no depth CameraInfo yet")
+            return
         positions = dict(zip(joints.name, joints.position, strict=False))
         try:
             q = np.array([positions[j] for j in kin.ARM_JOINTS], float)
@@ -136,8 +153,12 @@ class PerceptionNode(Node):
         obs.backbone_id = self.model.backbone_id
         obs.prefix_layer = self.model.split_layer_k
         pack_tokens(obs, tokens, use_float16=self.model.hp.replay.store_float16)
-        obs.depth_features = pool_depth(np.nan_to_num(depth, nan=0.0), self.grid)
-        obs.depth_grid = [int(g) for g in self.grid]
+        try:
+            obs.depth_features = self.lift(depth, self.depth_k)
+        except ValueError as exc:  # a depth image smaller than the backbone's grid
+            self.log_once("depth_size", f"dropping frame: {exc}")
+            return
+        obs.depth_grid = [int(g) for g in self.lift.grid]
         obs.joint_state = joints
         ee = kin.tcp_pose(q)[0]
         obs.ee_position.x, obs.ee_position.y, obs.ee_position.z = (float(v) for v in ee)

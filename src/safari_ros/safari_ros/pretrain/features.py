@@ -27,7 +27,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from safari_ros.bags import BagError, Episode, ReadReport, Step, TopicMap, read_episodes
-from safari_ros.core import SafariModel, StateBatch, TransitionBatch, pool_depth, proprio_vector
+from safari_ros.core import SafariModel, StateBatch, TransitionBatch, depth_lifter, proprio_vector
+from safari_ros.core.language import referring_phrases
 from safari_ros.pretrain.labelling import MotionLabeller, merge_label_stats
 from safari_ros.robot.kinematics import tcp_pose
 
@@ -42,7 +43,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT = "safari-pretrain-features/1"  # bump when what is stored (or how) changes
+FORMAT = "safari-pretrain-features/2"  # bump when what is stored (or how) changes
 IMAGE_BATCH = 64  # frames per prefix forward pass
 _HALF = ("tokens", "instruction")
 
@@ -71,6 +72,7 @@ class FeatureSet:
     done: torch.Tensor  # (S,) float32
     success: torch.Tensor  # (S,) float32 1 for steps of successful episodes
     episode: torch.Tensor  # (S,) int64
+    ground: torch.Tensor  # (S, 2) float32 x, y (m) of the named object, NaN where unknown
 
     def __len__(self) -> int:
         return int(self.action.shape[0])
@@ -111,7 +113,7 @@ class FeatureSet:
         return TransitionBatch(
             state=state, action=fs.action, reward=fs.reward, cost=fs.cost, next_state=state,
             done=fs.done, success=fs.success * expert,
-            behaviour_prob=torch.ones(len(fs)),
+            behaviour_prob=torch.ones(len(fs)), ground=fs.ground,
         ).to(device)
 
 
@@ -152,7 +154,8 @@ def feature_key(model: SafariModel, bag: str | os.PathLike[str], topic_map: Topi
                        "std": list(bb.image_std), "dtype": "float16",
                        "roi": dataclasses.asdict(bb.roi) if bb.roi is not None else None},
         "spatial_queries": heads.spatial_queries,  # what an encoded instruction holds
-        "depth_grid": list(heads.depth_grid),
+        "depth": {"grid": list(heads.depth_grid), "min_height_m": heads.depth_min_height_m,
+                  "camera_mount": model.hp.camera_mount},
         "n_joints": heads.n_joints,
         "bag_sha256": bag_sha256(bag),
         "topic_map": json.loads(json.dumps(dataclasses.asdict(topic_map), default=sorted)),
@@ -172,15 +175,35 @@ def _proprio(step: Step, n_joints: int) -> np.ndarray:
     return proprio_vector(q, velocity, tcp_pose(q[:7])[0], n_joints)
 
 
+def _hindsight_ground(episode: Episode) -> np.ndarray:
+    """Where the object the instruction names stood, known in hindsight (x, y in m, NaN when
+    not): an instruction that names one thing and no destination ("touch the red cube", "pick
+    up the purple sphere") succeeds with the gripper at that thing, which stood still until the
+    gripper reached it (and then moved with it, at the same x, y), so the TCP's last position in
+    a successful episode is where it was all along. An instruction with a destination (a push)
+    moves the thing there: no label."""
+    nan = np.full(2, np.nan, np.float32)
+    if not episode.success or not episode.steps:
+        return nan
+    if len(referring_phrases(episode.steps[-1].instruction)) != 1:
+        return nan
+    q = episode.steps[-1].joint_positions
+    try:
+        return tcp_pose(q[:7])[0][:2].astype(np.float32)
+    except (ValueError, IndexError):
+        return nan
+
+
 def _non_image(model: SafariModel, episodes: list[Episode], report: ReadReport,
                skip_bad: bool) -> tuple[list[Step], dict[str, np.ndarray]]:
     """The usable steps and their depth/proprio/label arrays; a step whose joints do not fit the
     configured proprioception is a bad-input error (raised, or counted with skip_bad)."""
     heads = model.hp.heads
-    no_depth = np.zeros(heads.depth_grid, np.float32)  # pools to max range: "no return"
+    lift = depth_lifter(model.hp)
     steps, rows = [], []
     for e_index, episode in enumerate(episodes):
         success = float(episode.success)
+        ground = _hindsight_ground(episode)
         for step in episode.steps:
             try:
                 proprio = _proprio(step, heads.n_joints)
@@ -191,22 +214,31 @@ def _non_image(model: SafariModel, episodes: list[Episode], report: ReadReport,
                     raise error from exc
                 report.skip(error)
                 continue
-            depth = pool_depth(step.depth if step.depth is not None else no_depth,
-                               heads.depth_grid)
+            try:  # a step with no depth or no intrinsics reads "no return" in every cell
+                depth = lift(step.depth if step.depth is not None else np.zeros((1, 1)),
+                             step.camera_k if step.depth is not None else None)
+            except ValueError as exc:
+                error = BagError(f"depth cannot be lifted: {exc}", bag=episode.source,
+                                 stamp_ns=step.stamp_ns)
+                if not skip_bad:
+                    raise error from exc
+                report.skip(error)
+                continue
             action = int(step.action)  # read_episodes keeps only steps with an action
             proposed = action if step.proposed_action is None else int(step.proposed_action)
             steps.append(step)
             rows.append((depth, proprio, action, proposed, step.reward or 0.0, step.cost or 0.0,
-                         float(step.done), success, e_index))
-    cols = list(zip(*rows, strict=True)) if rows else [[]] * 9
+                         float(step.done), success, e_index, ground))
+    cols = list(zip(*rows, strict=True)) if rows else [[]] * 10
     names = ("depth", "proprio", "action", "proposed", "reward", "cost", "done", "success",
-             "episode")
+             "episode", "ground")
     dtypes = (np.float32, np.float32, np.int64, np.int64, np.float32, np.float32, np.float32,
-              np.float32, np.int64)
+              np.float32, np.int64, np.float32)
     arrays = {n: np.asarray(c, dtype=d) for n, c, d in zip(names, cols, dtypes, strict=True)}
     if not rows:  # keep the feature dimensions of an empty bag
         arrays["depth"] = arrays["depth"].reshape(0, heads.depth_dim)
         arrays["proprio"] = arrays["proprio"].reshape(0, heads.proprio_dim)
+        arrays["ground"] = arrays["ground"].reshape(0, 2)
     return steps, arrays
 
 

@@ -47,6 +47,8 @@ from safari_ros.core import (
     save_checkpoint,
     validate_checkpoint,
 )
+from safari_ros.core.features import DEPTH_CHANNELS
+from safari_ros.core.heads import SpatialReadout
 from safari_ros.core.hparams import PretrainConfig
 from safari_ros.core.losses import bc_loss, bc_weights
 from safari_ros.pretrain.features import (
@@ -208,7 +210,8 @@ def evaluate(model: SafariModel, data: FeatureSet, device: torch.device) -> dict
              for i in range(0, len(data), EVAL_CHUNK)]
     model.train()
     per_action = ("action_embedding", "proposable")  # the same for every chunk
-    out = HeadOutputs(**{f.name: getattr(parts[0], f.name) if f.name in per_action
+    out = HeadOutputs(**{f.name: getattr(parts[0], f.name)
+                         if f.name in per_action or getattr(parts[0], f.name) is None
                          else torch.cat([getattr(p, f.name) for p in parts])
                          for f in dataclasses.fields(HeadOutputs)})
     batch = data.batch(device=device)
@@ -228,7 +231,24 @@ def evaluate(model: SafariModel, data: FeatureSet, device: torch.device) -> dict
         "chance_accuracy": 1.0 / len(model.actions),
         "constraint_auroc": auroc(c, costly),
         "constraint_ece": expected_calibration_error(c, costly),
+        **_grounding_error(out, batch),
     }
+
+
+def _grounding_error(out: HeadOutputs, batch: TransitionBatch) -> dict[str, Any]:
+    """Where the readout's first query points (SpatialReadout.locate) against the hindsight
+    label of the named object: mean x, y error (m) and the share within 2 cm (half of the
+    default lattice step), on the steps that have a label."""
+    if out.readout_attention is None or batch.ground is None:
+        return {}
+    labelled = torch.isfinite(batch.ground).all(-1)
+    if not labelled.any():
+        return {}
+    points = batch.state.depth.reshape(len(batch), -1, DEPTH_CHANNELS)
+    where = SpatialReadout.locate(out.readout_attention, points)[:, 0, :2]
+    err = (where - batch.ground)[labelled].norm(dim=-1)
+    return {"ground_steps": int(labelled.sum()), "ground_error_m": float(err.mean()),
+            "ground_within_2cm": float((err < 0.02).float().mean())}
 
 
 def _batches(sampler: DistributedSampler, per_rank: int) -> Iterator[list[int]]:

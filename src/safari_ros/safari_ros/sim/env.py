@@ -44,6 +44,7 @@ class SafariTabletopEnv(gym.Env):
             "rgb": spaces.Box(0, 255, (h, w, 3), np.uint8),
             "depth": spaces.Box(0.0, np.inf, (h, w), np.float32),
             "proprio": spaces.Box(-np.inf, np.inf, (21,), np.float32),
+            "camera_k": spaces.Box(0.0, np.inf, (3, 3), np.float64),  # CameraInfo.k
         })
         self._last_rgb: np.ndarray | None = None
 
@@ -55,7 +56,8 @@ class SafariTabletopEnv(gym.Env):
             rgb = np.zeros(space["rgb"].shape, np.uint8)
             depth = np.zeros(space["depth"].shape, np.float32)
         self._last_rgb = rgb
-        return {"rgb": rgb, "depth": depth, "proprio": self.sim.proprio()}
+        return {"rgb": rgb, "depth": depth, "proprio": self.sim.proprio(),
+                "camera_k": self.sim.camera_matrix()}
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

@@ -12,7 +12,6 @@ Run ``python -m safari_ros.sim.scene out.xml`` to write the MJCF for a viewer.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 import mujoco
@@ -20,6 +19,7 @@ import numpy as np
 
 from safari_ros.config import Box, load_config, safety_limits
 from safari_ros.robot import kinematics as kin
+from safari_ros.robot.camera import camera_pose
 from safari_ros.sim.person import person_xml
 
 CAMERA_NAME = "camera"
@@ -48,26 +48,6 @@ def _quat(rot: np.ndarray) -> str:
     q = np.zeros(4)
     mujoco.mju_mat2Quat(q, np.asarray(rot, float).reshape(-1))
     return _fmt(q)
-
-
-@dataclass(frozen=True)
-class CameraPose:
-    """The camera in the base frame: MuJoCo's xyaxes (right, up) and the optical axis."""
-
-    position: np.ndarray
-    right: np.ndarray
-    up: np.ndarray
-    forward: np.ndarray
-
-
-def camera_pose(cam_cfg: dict[str, Any]) -> CameraPose:
-    """Camera axes from config `sim.camera` (position, look_at), with the horizon level."""
-    pos = np.asarray(cam_cfg["position"], float)
-    fwd = np.asarray(cam_cfg["look_at"], float) - pos
-    fwd /= np.linalg.norm(fwd)
-    right = np.cross(fwd, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    return CameraPose(pos, right, np.cross(right, fwd), fwd)
 
 
 def _arm_xml() -> str:
