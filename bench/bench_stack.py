@@ -20,7 +20,7 @@ import numpy as np
 import rclpy
 import torch
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from safari_msgs.msg import ShieldDecision
@@ -73,6 +73,7 @@ def main() -> None:
     sim = TabletopSim(cfg)
     rgb, depth = sim.render_rgbd()
     js0 = sim.joint_state()
+    info = {k: v for k, v in sim.camera_info().items() if k != "frame_id"}
     sim.close()
 
     work = Path(tempfile.mkdtemp(prefix="safari_bench_"))
@@ -90,6 +91,7 @@ def main() -> None:
                              lambda m: decisions.append((time.time(), m)), 100)
     color_pub = node.create_publisher(Image, topics["color_image"], 5)
     depth_pub = node.create_publisher(Image, topics["depth_image"], 5)
+    info_pub = node.create_publisher(CameraInfo, topics["depth_info"], 5)  # perception lifts depth
     joints_pub = node.create_publisher(JointState, topics["joint_states"], 5)
     color_fields, depth_fields = numpy_to_image(rgb, "rgb8"), numpy_to_image(depth, "32FC1")
 
@@ -104,6 +106,9 @@ def main() -> None:
             msg.header.stamp = stamp
             msg.header.frame_id = cfg["frames"]["camera_optical"]
             pub.publish(msg)
+        camera_info = CameraInfo(**info)
+        camera_info.header = msg.header
+        info_pub.publish(camera_info)
         return stamp_ns(stamp)
 
     print("waiting for the nodes ...", flush=True)

@@ -63,7 +63,7 @@ def run_player(config: str, rate: float) -> None:
     `rate`, each with a Feedback for the learner; SIGUSR1/SIGUSR2 toggle joints/camera."""
     import rclpy
     from rclpy.node import Node
-    from sensor_msgs.msg import Image, JointState
+    from sensor_msgs.msg import CameraInfo, Image, JointState
 
     from safari_msgs.msg import Feedback
     from safari_ros.bags import numpy_to_image
@@ -75,6 +75,7 @@ def run_player(config: str, rate: float) -> None:
     sim = TabletopSim(cfg)
     rgb, depth = sim.render_rgbd()
     js0 = sim.joint_state()
+    info = {k: v for k, v in sim.camera_info().items() if k != "frame_id"}
     sim.close()
     paused = {"joints": False, "camera": False}
 
@@ -89,6 +90,7 @@ def run_player(config: str, rate: float) -> None:
     node = Node("robot_player")
     color_pub = node.create_publisher(Image, t["color_image"], 5)
     depth_pub = node.create_publisher(Image, t["depth_image"], 5)
+    info_pub = node.create_publisher(CameraInfo, t["depth_info"], 5)  # perception lifts depth
     joints_pub = node.create_publisher(JointState, t["joint_states"], 5)
     feedback_pub = node.create_publisher(Feedback, t["feedback"], 10)
     fields = {"color": numpy_to_image(rgb, "rgb8"), "depth": numpy_to_image(depth, "32FC1")}
@@ -109,6 +111,9 @@ def run_player(config: str, rate: float) -> None:
                 msg.header.stamp = stamp
                 msg.header.frame_id = cfg["frames"]["camera_optical"]
                 pub.publish(msg)
+            camera_info = CameraInfo(**info)
+            camera_info.header = msg.header
+            info_pub.publish(camera_info)
             done = tick % steps == steps - 1
             fb = Feedback(episode_id=tick // steps, step=tick % steps, reward=0.0, cost=0.0,
                           done=done, truncated=done)
@@ -609,7 +614,7 @@ class MalformedPublishers:
     itself published (so each variant has exactly one thing wrong with it)."""
 
     def __init__(self, obs: Observer, cfg: dict) -> None:
-        from sensor_msgs.msg import Image, JointState
+        from sensor_msgs.msg import CameraInfo, Image, JointState
         from std_msgs.msg import String
 
         from safari_msgs.msg import (
@@ -627,6 +632,7 @@ class MalformedPublishers:
         self.pubs = {
             "color": node.create_publisher(Image, t["color_image"], 10),
             "depth": node.create_publisher(Image, t["depth_image"], 10),
+            "depth_info": node.create_publisher(CameraInfo, t["depth_info"], 10),
             "joints": node.create_publisher(JointState, t["joint_states"], 10),
             "observation": node.create_publisher(Observation, t["observation"], 10),
             "proposal": node.create_publisher(ActionProposal, t["action_proposal"], 10),
@@ -652,7 +658,7 @@ class MalformedPublishers:
 
     def _variants(self) -> list[tuple[str, Callable[[], Any]]]:
         """(publisher key, builder) pairs; builders run at publish time (fresh stamps)."""
-        from sensor_msgs.msg import Image, JointState
+        from sensor_msgs.msg import CameraInfo, Image, JointState
         from std_msgs.msg import String
 
         from safari_msgs.msg import Feedback, Transition
@@ -734,6 +740,11 @@ class MalformedPublishers:
             ("depth", image("16UC1", 64, 64, 10, 640)),  # step below width x 2
             ("depth", image("64FC1", 64, 64, 512, 64 * 512)),
             ("depth", nan_depth),
+            # intrinsics that are no pinhole model: perception keeps the last good ones
+            ("depth_info", lambda: self._stamped(CameraInfo(width=64, height=64), None)),
+            ("depth_info", lambda: self._stamped(CameraInfo(width=64, height=64, k=nan9), None)),
+            ("depth_info", lambda: self._stamped(
+                CameraInfo(width=64, height=64, k=[-50.0, 0, 32, 0, 50.0, 32, 0, 0, 1]), None)),
             ("joints", joints(nan9)),
             ("joints", joints(good_q, [math.inf] * 9)),
             ("joints", joints([], [], names_=names)),  # names without positions

@@ -12,9 +12,8 @@ attend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -78,7 +77,7 @@ class DepthLifter:
     pose: CameraPose
     grid: tuple[int, int]
     min_height_m: float
-    view_window: Any  # (height, width) -> (x0, y0, x1, y1) pixels
+    view_window: Callable[[int, int], tuple[int, int, int, int]]  # (h, w) -> x0, y0, x1, y1
 
     def __call__(self, depth_m: np.ndarray, k: np.ndarray | None) -> np.ndarray:
         """The lifted cells of one depth image; without intrinsics (a log with no CameraInfo)
