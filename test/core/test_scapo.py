@@ -449,3 +449,43 @@ def test_pi_proposes_backups_only_when_configured(propose_backups):
     else:  # exactly zero, after learning from nothing but logged backups
         assert (pi[:, backup] == 0).all()
         assert learner.entropy_target == pytest.approx(hp.scapo.entropy_target * math.log(8))
+
+
+def _drift_from_the_start(anchor_kl: float, steps: int = 60) -> tuple[float, float]:
+    """Online updates whose data all rewards action 3 (CQL and Q_r both pull pi there), from
+    a policy that prefers other actions. (KL(pi_start || pi) after the updates, the last
+    update's anchor_kl metric.)"""
+    model = make_tiny_model(tiny_hp(alpha_cql=1.0, lr=3e-3, epsilon_kl=0.05, anchor_kl=anchor_kl,
+                                    entropy_target=None), seed=2)
+    n = 32
+    states = random_states(model, n, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        start = model.suffix_and_heads(states).policy_log_probs
+    learner = ScapoLearner(model, model.hp.scapo)
+    learner.anchor()
+    ones, zeros = torch.ones(n), torch.zeros(n)
+    batch = TransitionBatch(states, torch.full((n,), 3, dtype=torch.long), ones, zeros, states,
+                            ones, zeros, ones)
+    for _ in range(steps):
+        metrics = learner.update(batch)
+    with torch.no_grad():
+        now = model.suffix_and_heads(states).policy_log_probs
+    return float(kl_divergence(start, now).mean()), metrics["anchor_kl"]
+
+
+def test_the_demonstration_anchor_keeps_pi_near_the_policy_it_started_from():
+    free, metric_free = _drift_from_the_start(anchor_kl=0.0)
+    anchored, metric = _drift_from_the_start(anchor_kl=5.0)
+    print(f"KL(pi_start || pi) after 60 updates: anchor 0 {free:.3f}, anchor 5 {anchored:.3f}")
+    assert math.isnan(metric_free)  # no anchor: nothing measured
+    assert metric == pytest.approx(anchored, rel=0.2)  # the metric is that KL (before a step)
+    assert anchored < 0.5 * free, (anchored, free)
+
+
+def test_without_anchor_call_there_is_no_anchor():
+    model = make_tiny_model(tiny_hp(anchor_kl=1.0), seed=0)
+    learner = ScapoLearner(model, model.hp.scapo)
+    assert learner.reference is None
+    assert math.isnan(learner.update(random_batch(model, 8))["anchor_kl"])
+    with pytest.raises(ValueError, match="anchor_kl"):
+        tiny_hp(anchor_kl=-1.0)

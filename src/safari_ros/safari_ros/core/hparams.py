@@ -225,8 +225,15 @@ class ScapoConfig:
     # through the live features, so they keep learning "by modelling constraint violations" as
     # in pre-training; false = they follow pi's objective only (the ablation).
     safety_adapters_learn_cost: bool = True
+    # beta of the demonstration anchor: the policy objective loses beta * KL(pi_ref || pi), pi_ref
+    # the policy the learner started from (offline pre-training), on every batch. The critics
+    # start untrained online, and the actor followed them away from what the demonstrations
+    # taught within a few hundred updates; 0 = no anchor (it applies only after anchor()).
+    anchor_kl: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.anchor_kl < 0:
+            raise ValueError("anchor_kl must be >= 0")
         if self.cost_measure not in COST_MEASURES:
             raise ValueError(f"cost_measure must be one of {COST_MEASURES}, "
                              f"got {self.cost_measure!r}")

@@ -161,6 +161,8 @@ class ScapoLearner:
         assert not ids_a & ids_c, "actor and critic parameter groups must be disjoint"
         self.actor_opt = torch.optim.Adam(self.actor_params, lr=hp.lr)
         self.critic_opt = torch.optim.Adam(self.critic_params, lr=hp.lr)
+        # the reference policy's parameters (anchor()); None = no demonstration anchor
+        self.reference: dict[str, torch.Tensor] | None = None
         self.updates = 0
         self.rejected_policy_steps = 0  # trial steps that broke the KL bound and were shrunk
         self.dropped_policy_steps = 0  # updates where no shrunken step fitted: policy unchanged
@@ -229,6 +231,19 @@ class ScapoLearner:
         return y_r, y_c, y_v
 
     @torch.no_grad()
+    def anchor(self) -> None:
+        """Make the current policy (the pre-trained one the learner starts from) pi_ref, the
+        reference of the demonstration anchor (ScapoConfig.anchor_kl)."""
+        self.reference = {n: p.detach().clone() for n, p in self.model.named_parameters()
+                          if p.requires_grad}
+
+    @torch.no_grad()
+    def _reference_log_probs(self, batch: TransitionBatch) -> torch.Tensor:
+        """log pi_ref(.|s): the model run with the reference's parameters (the frozen backbone
+        shared)."""
+        out = torch.func.functional_call(self.model, self.reference, (batch.state,))
+        return out.policy_log_probs
+
     def _policy_log_probs(self, batch: TransitionBatch) -> torch.Tensor:
         return self.model.suffix_and_heads(batch.state).policy_log_probs
 
@@ -313,6 +328,11 @@ class ScapoLearner:
         log_pi_old = log_pi.detach()
         alpha = self.entropy_temperature.value
         objective = policy_objective(log_pi, out.q_reward, out.q_cost, lam, alpha)
+        anchor_kl = math.nan
+        if self.reference is not None and self.hp.anchor_kl > 0:
+            anchor = kl_divergence(self._reference_log_probs(batch), log_pi).mean()
+            objective = objective - self.hp.anchor_kl * anchor
+            anchor_kl = float(anchor.detach())
         safety_grads = self._safety_adapter_grads(out, batch) if self.safety_params else []
 
         # the two losses reach disjoint parameter groups, so one backward serves both
@@ -343,6 +363,7 @@ class ScapoLearner:
             "loss_constraint": float(loss_c.detach()),
             "loss_policy": -float(objective.detach()),
             "kl": kl,
+            "anchor_kl": anchor_kl,  # KL(pi_ref || pi) before the step; nan without an anchor
             "policy_entropy": h,
             "entropy_coef": alpha,
             "kl_limit": self.hp.epsilon_kl,

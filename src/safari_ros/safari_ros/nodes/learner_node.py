@@ -123,6 +123,8 @@ class LearnerNode(Node):
         self.learner = ScapoLearner(self.model, hp.scapo)
         self.version = latest_checkpoint_version(self.run_dir / "checkpoints")
         if start is not None:
+            if hp.scapo.anchor_kl > 0:  # keep pi near what it started from (anchor_kl)
+                self.learner.anchor()
             # A learner checkpoint carries lambda, alpha and the recent episode costs: a restart
             # keeps enforcing the constraint it had learned (a pre-training one carries none).
             if self.learner.restore_dual_state(start.extra):
