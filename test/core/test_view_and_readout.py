@@ -117,11 +117,11 @@ def test_the_readout_learns_to_look_elsewhere() -> None:
     first = None
     for _ in range(300):
         loss = (_read(readout, patches, instruction)[:, :2] - want).pow(2).sum(-1).mean()
-        first = float(loss) if first is None else first
+        first = float(loss.detach()) if first is None else first
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.1 * first, (first, float(loss))
+    assert float(loss.detach()) < 0.1 * first, (first, float(loss.detach()))
 
 
 def test_the_readout_lands_between_patches_when_a_thing_straddles_them() -> None:

@@ -273,10 +273,10 @@ class ScapoLearner:
         step = [p.detach() - o for p, o in zip(self.actor_params, old, strict=True)]
         rejected, scale, h_trial = 0, 1.0, math.nan
         for _ in range(self.hp.kl_max_backoffs + 1):
-            with torch.no_grad():
+            with torch.no_grad():  # the trial is only measured
                 for p, o, d in zip(self.actor_params, old, step, strict=True):
                     p.copy_(o + scale * d)
-            log_pi_new = self._policy_log_probs(batch)
+                log_pi_new = self._policy_log_probs(batch)
             kl = float(kl_divergence(log_pi_new, log_pi_old).mean())
             h = float(entropy(log_pi_new).mean())
             h_trial = h if rejected == 0 else h_trial
@@ -328,7 +328,7 @@ class ScapoLearner:
         log_pi_old = log_pi.detach()
         alpha = self.entropy_temperature.value
         objective = policy_objective(log_pi, out.q_reward, out.q_cost, lam, alpha)
-        anchor_kl = math.nan
+        anchor_kl = 0.0
         if self.reference is not None and self.hp.anchor_kl > 0:
             anchor = kl_divergence(self._reference_log_probs(batch), log_pi).mean()
             objective = objective - self.hp.anchor_kl * anchor
@@ -363,7 +363,7 @@ class ScapoLearner:
             "loss_constraint": float(loss_c.detach()),
             "loss_policy": -float(objective.detach()),
             "kl": kl,
-            "anchor_kl": anchor_kl,  # KL(pi_ref || pi) before the step; nan without an anchor
+            "anchor_kl": anchor_kl,  # KL(pi_ref || pi) before the step; 0 without an anchor
             "policy_entropy": h,
             "entropy_coef": alpha,
             "kl_limit": self.hp.epsilon_kl,
