@@ -139,7 +139,7 @@ def test_the_readout_lands_between_patches_when_a_thing_straddles_them() -> None
     cos1 = 1.0 + float(np.log(share / (1 - share))) / 50.0
     orth = torch.nn.functional.normalize(other - (other @ phrase) * phrase, dim=-1)
     patches[0, 1] = cos1 * phrase + np.sqrt(1 - cos1 ** 2) * orth
-    x = float(_read(readout, patches, phrase[None, None])[0, 0])
+    x = float(_read(readout, patches, phrase[None, None])[0, 0].detach())
     centres = (np.arange(grid) + 0.5) / grid * 2 - 1
     assert x == pytest.approx((1 - share) * centres[0] + share * centres[1], abs=0.02)
 
