@@ -1,9 +1,10 @@
 """Which inputs does behaviour cloning use? Held-out action accuracy from subsets of the state.
 
 For a bag of demonstrations (`safari_pretrain demos`), the same MLP is trained to predict the
-oracle's action from: proprioception + instruction embedding; + pooled depth; + the frozen
-backbone's pooled image embedding (no adapters); + where the instruction's things are (the heads'
-SpatialReadout over the frozen patch embeddings, trained with the MLP). Held-out episodes
+oracle's action from: proprioception + instruction embedding; + the lifted depth
+(core/features.lift_depth); + the frozen backbone's pooled image embedding (no adapters); + where
+the instruction's things are (the heads' SpatialReadout over the frozen patch embeddings and the
+lifted depth, trained with the MLP). Held-out episodes
 (pre-training's split) measure what each input adds. If the image adds nothing, or lowers
 held-out accuracy while raising the training one, the backbone's image features tell the
 policy nothing it can use about where to go: no head or RL algorithm on top can fix that
@@ -27,6 +28,7 @@ from torch import nn
 from safari_ros.bags import TopicMap
 from safari_ros.config import load_config
 from safari_ros.core import build_model
+from safari_ros.core.features import DEPTH_CHANNELS
 from safari_ros.core.heads import SpatialReadout
 from safari_ros.pretrain.features import default_cache_dir, load_bag_features
 from safari_ros.pretrain.train import split_episodes
@@ -80,8 +82,12 @@ def main() -> None:
 
         def logits(i: torch.Tensor, net: nn.Module = net, x: torch.Tensor = x,
                    where: SpatialReadout | None = where) -> torch.Tensor:
-            xi = x[i] if where is None else torch.cat(
-                [x[i], where(patches[i], phrases[i])], dim=1)
+            if where is None:
+                return net(x[i])
+            points = fs.depth[i].reshape(len(i), -1, DEPTH_CHANNELS)
+            read, _ = where(patches[i], phrases[i], points, fs.proprio[i][:, -3:],
+                            model.hp.heads.tcp_unit_m)
+            xi = torch.cat([x[i], read], dim=1)
             return net(xi)
 
         params = list(net.parameters()) + (list(where.parameters()) if where else [])

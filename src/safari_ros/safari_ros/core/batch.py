@@ -9,7 +9,7 @@ import torch
 
 __all__ = ["STATE_FIELDS", "StateBatch", "TransitionBatch"]
 
-# The parts of a state s: layer-k tokens (B, N, D), pooled depth (B, G), proprioception (B, P),
+# The parts of a state s: layer-k tokens (B, N, D), lifted depth (B, 4G), proprioception (B, P),
 # instruction text embedding (B, E).
 STATE_FIELDS = ("tokens", "depth", "proprio", "instruction")
 
