@@ -19,11 +19,20 @@ import numpy as np
 
 from safari_ros.robot.camera import CameraPose
 
-__all__ = ["DEPTH_CHANNELS", "DepthLifter", "lift_depth", "proprio_vector"]
+__all__ = ["DEPTH_CHANNELS", "DepthLifter", "lift_depth", "pinhole_intrinsics", "proprio_vector"]
 
 # Per cell of the lifted depth: x, y, z (base frame, m) of its points above the table, and the
 # share of its pixels that are such points.
 DEPTH_CHANNELS = 4
+
+
+def pinhole_intrinsics(k: np.ndarray | Sequence[float]) -> np.ndarray:
+    """CameraInfo.k as a 3x3 matrix; ValueError when it is no pinhole model (not 9 finite
+    values with positive focal lengths)."""
+    m = np.asarray(k, float)
+    if m.size != 9 or not np.isfinite(m).all() or m.flat[0] <= 0 or m.flat[4] <= 0:
+        raise ValueError(f"camera intrinsics {m.reshape(-1).tolist()} are not a pinhole model")
+    return m.reshape(3, 3)
 
 
 def lift_depth(depth_m: np.ndarray, k: np.ndarray, pose: CameraPose, grid: Sequence[int],
@@ -37,9 +46,7 @@ def lift_depth(depth_m: np.ndarray, k: np.ndarray, pose: CameraPose, grid: Seque
     d = np.asarray(depth_m, dtype=np.float32)
     if d.ndim != 2:
         raise ValueError(f"depth must be (H, W), got shape {d.shape}")
-    k = np.asarray(k, float).reshape(3, 3)
-    if not (np.isfinite(k).all() and k[0, 0] > 0 and k[1, 1] > 0):
-        raise ValueError(f"camera intrinsics {k.reshape(-1).tolist()} are not a pinhole model")
+    k = pinhole_intrinsics(k)
     x0, y0, x1, y1 = (0, 0, d.shape[1], d.shape[0]) if window is None else map(int, window)
     rows, cols = int(grid[0]), int(grid[1])
     if not (0 <= x0 and x1 - x0 >= cols and 0 <= y0 and y1 - y0 >= rows
@@ -53,16 +60,16 @@ def lift_depth(depth_m: np.ndarray, k: np.ndarray, pose: CameraPose, grid: Seque
     optical = np.stack([(u - k[0, 2]) / k[0, 0] * z, (v - k[1, 2]) / k[1, 1] * z, z], axis=-1)
     points = optical @ pose.optical_to_base.T + pose.position
     above = valid & (points[..., 2] > min_height_m)
-    r_edges = np.linspace(0, z.shape[0], rows + 1).astype(int)[:-1]
-    c_edges = np.linspace(0, z.shape[1], cols + 1).astype(int)[:-1]
+    r_edges = np.linspace(0, z.shape[0], rows + 1).astype(int)
+    c_edges = np.linspace(0, z.shape[1], cols + 1).astype(int)
 
     def cell_sums(a: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(np.add.reduceat(a, r_edges, axis=0), c_edges, axis=1)
+        return np.add.reduceat(np.add.reduceat(a, r_edges[:-1], axis=0), c_edges[:-1], axis=1)
 
     n_above, n_valid = cell_sums(above.astype(float)), cell_sums(valid.astype(float))
     sum_above = cell_sums(points * above[..., None])
     sum_valid = cell_sums(points * valid[..., None])
-    pixels = cell_sums(np.ones(z.shape))
+    pixels = np.outer(np.diff(r_edges), np.diff(c_edges))
     centroid = np.where(n_above[..., None] > 0, sum_above / np.maximum(n_above, 1)[..., None],
                         sum_valid / np.maximum(n_valid, 1)[..., None])
     out = np.concatenate([centroid, (n_above / pixels)[..., None]], axis=-1)
@@ -79,10 +86,10 @@ class DepthLifter:
     min_height_m: float
     view_window: Callable[[int, int], tuple[int, int, int, int]]  # (h, w) -> x0, y0, x1, y1
 
-    def __call__(self, depth_m: np.ndarray, k: np.ndarray | None) -> np.ndarray:
-        """The lifted cells of one depth image; without intrinsics (a log with no CameraInfo)
-        every cell reads "no return"."""
-        if k is None:
+    def __call__(self, depth_m: np.ndarray | None, k: np.ndarray | None) -> np.ndarray:
+        """The lifted cells of one depth image; without a depth image or its intrinsics (a log
+        with no depth or no CameraInfo) every cell reads "no return"."""
+        if depth_m is None or k is None:
             return np.zeros(self.grid[0] * self.grid[1] * DEPTH_CHANNELS, np.float32)
         d = np.asarray(depth_m)
         return lift_depth(d, k, self.pose, self.grid, self.view_window(*d.shape[:2]),

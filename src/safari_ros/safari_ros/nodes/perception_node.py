@@ -24,6 +24,7 @@ from safari_msgs.msg import Observation
 from safari_msgs.srv import SetInstruction
 from safari_ros.bags import ImageError, image_to_numpy
 from safari_ros.core import build_model
+from safari_ros.core.features import pinhole_intrinsics
 from safari_ros.core.model import depth_lifter
 from safari_ros.nodes.common import (
     LATCHED_QOS,
@@ -89,11 +90,10 @@ class PerceptionNode(Node):
 
     def on_depth_info(self, msg: CameraInfo) -> None:
         """Keep the depth camera's intrinsics (a K that is no pinhole model is refused)."""
-        k = np.asarray(msg.k, float)
-        if k.size != 9 or not np.isfinite(k).all() or k[0] <= 0 or k[4] <= 0:
-            self.log_once("camera_info", f"ignoring depth CameraInfo with K = {k.tolist()}")
-            return
-        self.depth_k = k.reshape(3, 3)
+        try:
+            self.depth_k = pinhole_intrinsics(msg.k)
+        except ValueError as exc:
+            self.log_once("camera_info", f"ignoring depth CameraInfo: {exc}")
 
     def on_instruction(self, msg: String) -> None:
         """A new task instruction (from the simulator, the operator or another node)."""

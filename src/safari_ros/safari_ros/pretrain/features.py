@@ -215,8 +215,7 @@ def _non_image(model: SafariModel, episodes: list[Episode], report: ReadReport,
                 report.skip(error)
                 continue
             try:  # a step with no depth or no intrinsics reads "no return" in every cell
-                depth = lift(step.depth if step.depth is not None else np.zeros((1, 1)),
-                             step.camera_k if step.depth is not None else None)
+                depth = lift(step.depth, step.camera_k)
             except ValueError as exc:
                 error = BagError(f"depth cannot be lifted: {exc}", bag=episode.source,
                                  stamp_ns=step.stamp_ns)

@@ -592,8 +592,7 @@ class TabletopSim:
         """Pixel coordinates (..., 2) (u right, v down; pixel centres at integers) of base-frame
         points (..., 3) in the rendered images: the pinhole model of camera_matrix()."""
         pose = scene.camera_pose(self.cfg["sim"]["camera"])
-        d = np.asarray(points, float) - pose.position
-        optical = np.stack([d @ pose.right, -(d @ pose.up), d @ pose.forward], axis=-1)
+        optical = (np.asarray(points, float) - pose.position) @ pose.optical_to_base
         k = self.camera_matrix()
         return optical[..., :2] / optical[..., 2:] * np.diag(k)[:2] + k[:2, 2]
 
@@ -611,9 +610,8 @@ class TabletopSim:
         """(position, quaternion x y z w) of the optical frame (z forward, x right, y down)
         in base_link, for the static TF."""
         pose = scene.camera_pose(self.cfg["sim"]["camera"])
-        rot = np.column_stack([pose.right, -pose.up, pose.forward])
         q = np.zeros(4)
-        mujoco.mju_mat2Quat(q, rot.reshape(-1))
+        mujoco.mju_mat2Quat(q, pose.optical_to_base.reshape(-1))
         return pose.position.copy(), np.array([q[1], q[2], q[3], q[0]])
 
     def close(self) -> None:
