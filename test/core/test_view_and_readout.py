@@ -10,7 +10,7 @@ from core.core_helpers import make_tiny_model, random_states, tiny_hp
 from safari_ros.config import load_config
 from safari_ros.core.backbone import crop_roi
 from safari_ros.core.features import DEPTH_CHANNELS
-from safari_ros.core.heads import EMPTY_PATCH_WEIGHT, SpatialReadout
+from safari_ros.core.heads import EMPTY_PATCH_WEIGHT, PEAK_RADIUS, SpatialReadout
 from safari_ros.core.hparams import LearningConfig, RegionOfInterest, learning_config
 from safari_ros.core.language import referring_phrases
 from safari_ros.sim import TabletopSim
@@ -209,7 +209,26 @@ def test_the_readout_says_where_its_patch_points_are_relative_to_the_tcp() -> No
     assert attn.shape == (1, 1, grid * grid) and float(attn[0, 0, 4]) > 0.99
     assert torch.allclose(out[0, 3:], torch.tensor([2.2, -0.8, -2.2]), atol=1e-3)
     even = torch.full((1, 1, grid * grid), 1.0 / (grid * grid))
-    where = SpatialReadout.locate(even, points)[0, 0]
+    where = readout.locate(even, points)[0, 0]
     w_obj, w_empty = 0.4 + EMPTY_PATCH_WEIGHT, EMPTY_PATCH_WEIGHT
-    expected_x = (w_obj * 0.62 + 8 * w_empty * 0.5) / (w_obj + 8 * w_empty)
+    near = (PEAK_RADIUS + 1) ** 2 - 1  # the peak is the first cell (a corner): its window
+    expected_x = (w_obj * 0.62 + near * w_empty * 0.5) / (w_obj + near * w_empty)
     assert float(where[0]) == pytest.approx(expected_x, abs=1e-5)
+
+
+def test_locate_reads_the_cells_around_the_attention_peak_not_a_distant_lookalike() -> None:
+    """Attention split between two objects (0.55 / 0.45): the estimate is the stronger one's
+    position, not a point between them that holds neither."""
+    grid = 5
+    readout = SpatialReadout(8, n_queries=1, grid=grid)
+    points = torch.zeros(1, grid * grid, DEPTH_CHANNELS)
+    points[0, :, :3] = torch.tensor([0.5, 0.0, 0.0])
+    points[0, 0] = torch.tensor([0.40, 0.10, 0.03, 0.3])  # top-left corner
+    points[0, 24] = torch.tensor([0.70, -0.10, 0.03, 0.3])  # bottom-right corner
+    attn = torch.zeros(1, 1, grid * grid)
+    attn[0, 0, 24], attn[0, 0, 0] = 0.55, 0.45
+    where = readout.locate(attn, points)[0, 0]
+    assert torch.allclose(where, torch.tensor([0.70, -0.10, 0.03]), atol=1e-4)
+    attn[0, 0, 24], attn[0, 0, 0] = 0.45, 0.55
+    assert torch.allclose(readout.locate(attn, points)[0, 0], torch.tensor([0.40, 0.10, 0.03]),
+                          atol=1e-4)

@@ -18,15 +18,21 @@ from torch import nn
 
 from safari_ros.core.features import DEPTH_CHANNELS
 
-__all__ = ["EMPTY_PATCH_WEIGHT", "MASKED_LOGIT", "OCCUPANCY_GRID", "ActionCritic", "HeadOutputs",
-           "SafariHeads", "SpatialReadout", "mlp"]
+__all__ = ["EMPTY_PATCH_WEIGHT", "MASKED_LOGIT", "OCCUPANCY_GRID", "PEAK_RADIUS", "ActionCritic",
+           "HeadOutputs", "SafariHeads", "SpatialReadout", "mlp"]
 
 MASKED_LOGIT = -1e4  # pi's logit of an action it may not propose (exp underflows to 0)
 OCCUPANCY_GRID = 4  # side of the pooled occupancy map the state fusion sees
 # Where the readout averages the lifted points its attention falls on, a patch weighs its share
-# of points above the table plus this: where the attention finds nothing standing, the estimate
-# is the table under it.
-EMPTY_PATCH_WEIGHT = 0.02
+# of points above the table plus this: where the attention finds nothing standing (a flat pad),
+# the estimate is the table under it.
+EMPTY_PATCH_WEIGHT = 0.001
+# locate() averages only the cells within this many of the attention's peak (3 x 3 cells): the
+# attention of a phrase spreads over every patch that looks a bit like it, and a centroid over
+# all of them lands between the objects. On 30 development layouts per split, frames along the
+# oracle's episodes, the untrained readout's estimate fell within 2 cm of the named object 0.74
+# (train) / 0.62 (held-out) of the time this way, 0.47 / 0.21 over the whole view.
+PEAK_RADIUS = 1
 
 
 def mlp(d_in: int, hidden: int, d_out: int, zero_last: bool = False) -> nn.Sequential:
@@ -144,12 +150,15 @@ class SpatialReadout(nn.Module):
         logits = torch.einsum("bqe,bpe->bqp", F.normalize(q, dim=-1), k)
         return torch.softmax(self.log_scale.exp() * logits, dim=-1)
 
-    @staticmethod
-    def locate(attention: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    def locate(self, attention: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """(B, Q, 3) base-frame positions the queries point at: their attention (B, Q, P) over
-        the lifted cells (B, P, DEPTH_CHANNELS), each cell weighted by how much of it stands
-        above the table."""
-        weight = attention * (points[..., 3] + EMPTY_PATCH_WEIGHT)[:, None, :]
+        the lifted cells (B, P, DEPTH_CHANNELS) within PEAK_RADIUS cells of its peak, each cell
+        weighted by how much of it stands above the table. The window is chosen without
+        gradient; the weights inside it carry the attention's."""
+        spacing = 2.0 / math.isqrt(self.grid.shape[0])
+        peak = self.grid[attention.argmax(-1)]  # (B, Q, 2)
+        near = ((self.grid - peak[..., None, :]).abs() < (PEAK_RADIUS + 0.5) * spacing).all(-1)
+        weight = attention * near * (points[..., 3] + EMPTY_PATCH_WEIGHT)[:, None, :]
         return (weight @ points[..., :3]) / weight.sum(-1, keepdim=True)
 
     def forward(self, patches: torch.Tensor, phrases: torch.Tensor, points: torch.Tensor,

@@ -48,7 +48,6 @@ from safari_ros.core import (
     validate_checkpoint,
 )
 from safari_ros.core.features import DEPTH_CHANNELS
-from safari_ros.core.heads import SpatialReadout
 from safari_ros.core.hparams import PretrainConfig
 from safari_ros.core.losses import bc_loss, bc_weights
 from safari_ros.pretrain.features import (
@@ -231,21 +230,23 @@ def evaluate(model: SafariModel, data: FeatureSet, device: torch.device) -> dict
         "chance_accuracy": 1.0 / len(model.actions),
         "constraint_auroc": auroc(c, costly),
         "constraint_ece": expected_calibration_error(c, costly),
-        **_grounding_error(out, batch),
+        **_grounding_error(model, out, batch),
     }
 
 
-def _grounding_error(out: HeadOutputs, batch: TransitionBatch) -> dict[str, Any]:
+def _grounding_error(model: SafariModel, out: HeadOutputs,
+                     batch: TransitionBatch) -> dict[str, Any]:
     """Where the readout's first query points (SpatialReadout.locate) against the hindsight
     label of the named object: mean x, y error (m) and the share within 2 cm (half of the
     default lattice step), on the steps that have a label."""
-    if out.readout_attention is None or batch.ground is None:
+    readout = model.heads.readout
+    if readout is None or out.readout_attention is None or batch.ground is None:
         return {}
     labelled = torch.isfinite(batch.ground).all(-1)
     if not labelled.any():
         return {}
     points = batch.state.depth.reshape(len(batch), -1, DEPTH_CHANNELS)
-    where = SpatialReadout.locate(out.readout_attention, points)[:, 0, :2]
+    where = readout.locate(out.readout_attention, points)[:, 0, :2]
     err = (where - batch.ground)[labelled].norm(dim=-1)
     return {"ground_steps": int(labelled.sum()), "ground_error_m": float(err.mean()),
             "ground_within_2cm": float((err < 0.02).float().mean())}
