@@ -29,7 +29,7 @@ from safari_ros.bags import TopicMap
 from safari_ros.config import load_config
 from safari_ros.core import build_model
 from safari_ros.core.features import DEPTH_CHANNELS
-from safari_ros.core.heads import SpatialReadout
+from safari_ros.core.heads import INSTRUCTION_PARTS, SpatialReadout
 from safari_ros.pretrain.features import default_cache_dir, load_bag_features
 from safari_ros.pretrain.train import split_episodes
 
@@ -58,11 +58,12 @@ def main() -> None:
     image = torch.cat([p[0] for p in parts])
     patches = torch.cat([p[1] for p in parts])
     e = model.backbone.embed_dim
-    # the sentence's embedding; the referring phrases' (SafariModel.encode_instruction) are the
-    # readout's queries
+    # the sentence's and its frame's embeddings; the referring phrases' (SafariModel.
+    # encode_instruction) are the readout's queries
+    n = INSTRUCTION_PARTS * e
     columns = {"proprio": fs.proprio * torch.tensor(model.hp.heads.proprio_scale),
-               "instruction": fs.instruction[:, :e].float(), "depth": fs.depth, "image": image}
-    phrases = fs.instruction[:, e:].float().reshape(len(fs), -1, e)
+               "instruction": fs.instruction[:, :n].float(), "depth": fs.depth, "image": image}
+    phrases = fs.instruction[:, n:].float().reshape(len(fs), -1, e)
     expert = fs.action == fs.proposed  # the oracle's own choices, not the perturbations
     fit = train[(expert & (fs.success > 0.5))[train]]
     test = held[expert[held]]

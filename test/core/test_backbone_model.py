@@ -139,11 +139,13 @@ def test_text_encoder_caches_per_string(tiny_model):
     text = tiny_model.backbone.text
     n = text.cache_size()
     a = tiny_model.encode_instruction(["lift the red cube", "lift the red cube"])
-    # the tiny model has no spatial readout: the sentence alone, embedded once
-    assert tiny_model.hp.heads.spatial_queries == 0 and a.shape[1] == text.encode(["x"]).shape[1]
-    assert text.cache_size() == n + 2  # the sentence, and "x" just now
+    # the tiny model has no spatial readout: the sentence and its frame, each embedded once
+    e = text.encode(["x"]).shape[1]
+    assert tiny_model.hp.heads.spatial_queries == 0 and a.shape[1] == 2 * e
+    assert text.cache_size() == n + 3  # the sentence, "lift something", and "x" just now
     torch.testing.assert_close(a[0], a[1])
-    assert abs(float(a[0].norm()) - 1.0) < 1e-5
+    torch.testing.assert_close(a[0, e:], text.encode(["lift something"])[0])
+    assert abs(float(a[0, :e].norm()) - 1.0) < 1e-5
 
 
 def test_preprocess_resizes_crops_and_normalises(tiny_model):

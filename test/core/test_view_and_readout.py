@@ -12,7 +12,7 @@ from safari_ros.core.backbone import crop_roi
 from safari_ros.core.features import DEPTH_CHANNELS
 from safari_ros.core.heads import EMPTY_PATCH_WEIGHT, PEAK_RADIUS, SpatialReadout
 from safari_ros.core.hparams import LearningConfig, RegionOfInterest, learning_config
-from safari_ros.core.language import referring_phrases
+from safari_ros.core.language import instruction_frame, referring_phrases
 from safari_ros.sim import TabletopSim
 
 ROI = RegionOfInterest(x_offset=90, y_offset=120, width=120, height=120, image_width=336,
@@ -153,11 +153,43 @@ def test_instructions_are_encoded_with_their_referring_phrases() -> None:
     e = model.backbone.embed_dim
     enc = model.encode_instruction(["push the red cube onto the blue square", "lift the cube",
                                     "stop"])
-    assert enc.shape == (3, 3 * e) == (3, model.instruction_dim)
-    want = text.encode(["push the red cube onto the blue square", "a red cube", "a blue square"])
+    assert enc.shape == (3, 4 * e) == (3, model.instruction_dim)
+    want = text.encode(["push the red cube onto the blue square", "push something onto something",
+                        "a red cube", "a blue square"])
     assert torch.allclose(enc[0], want.reshape(-1))
-    assert torch.allclose(enc[1, e:2 * e], enc[1, 2 * e:])  # one phrase: repeated
-    assert torch.allclose(enc[2, e:2 * e], text.encode(["stop"])[0])  # none: the sentence
+    assert torch.allclose(enc[1, 2 * e:3 * e], enc[1, 3 * e:])  # one phrase: repeated
+    assert torch.allclose(enc[2, 2 * e:3 * e], text.encode(["stop"])[0])  # none: the sentence
+
+
+@pytest.mark.parametrize("text, frame", [
+    ("push the red cube onto the blue square", "push something onto something"),
+    ("Reach out and tap the orange sphere.", "reach out and tap something"),
+    ("lift the cube", "lift something"),
+    ("stop", "stop"),
+])
+def test_the_frame_of_an_instruction_keeps_what_to_do_not_what_to_do_it_to(text, frame) -> None:
+    assert instruction_frame(text) == frame
+
+
+def test_a_frozen_patch_readout_does_not_move_with_the_adapters() -> None:
+    """heads.readout_frozen_patches: the readout's attention reads the backbone's own patch
+    embeddings, so changing the adapters changes the pooled state but not where it looks; with
+    the adapted patches it does."""
+    attention = {}
+    for frozen in (True, False):
+        raw = tiny_hp().raw
+        raw["heads"].update(spatial_queries=1, depth_grid=[2, 2], readout_frozen_patches=frozen)
+        model = make_tiny_model(LearningConfig.from_dict(raw, episode_steps=60))
+        state = random_states(model, 3, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            before = model.suffix_and_heads(state)
+            for p in model.adapters.parameters():
+                p.add_(0.5 * torch.randn_like(p))
+            after = model.suffix_and_heads(state)
+        assert not torch.allclose(before.state_embedding, after.state_embedding, atol=1e-4)
+        attention[frozen] = torch.allclose(before.readout_attention, after.readout_attention,
+                                           atol=1e-6)
+    assert attention == {True: True, False: False}
 
 
 def test_heads_with_a_readout_refuse_to_run_without_patches() -> None:

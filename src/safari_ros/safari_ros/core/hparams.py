@@ -125,6 +125,11 @@ class HeadsConfig:
     # Instruction-steered queries over the patch embeddings (each adds its soft-argmax image
     # position and peak attention to the fused state); 0 = the pooled embedding only.
     spatial_queries: int = 0
+    # Whether the readout's queries attend over the frozen backbone's patch embeddings (true)
+    # or the adapted ones. The frozen patches keep what the backbone learned about every
+    # colour and shape, held-out ones included; adapters trained on a few hundred
+    # demonstrations of the training instructions reshape them towards those.
+    readout_frozen_patches: bool = True
     # Whether pi may propose the backup actions (stop, home). They are the shield's: a stop is a
     # no-op, so a greedy Markov policy that proposes it once in a state proposes it there
     # forever, and each intervention logs one, which pulls pi onto holding still online. A

@@ -20,9 +20,9 @@ from safari_ros.core.backbone import (
 )
 from safari_ros.core.batch import StateBatch
 from safari_ros.core.features import DepthLifter
-from safari_ros.core.heads import HeadOutputs, SafariHeads
+from safari_ros.core.heads import INSTRUCTION_PARTS, HeadOutputs, SafariHeads
 from safari_ros.core.hparams import LearningConfig, learning_config
-from safari_ros.core.language import referring_phrases
+from safari_ros.core.language import instruction_frame, referring_phrases
 from safari_ros.robot.camera import camera_pose
 
 __all__ = ["SafariModel", "build_model", "depth_lifter"]
@@ -151,12 +151,13 @@ class SafariModel(nn.Module):
         """Normalised images (B, 3, S, S) -> frozen tokens entering block k, (B, N, D)."""
         return self.backbone.prefix(images, self.split_layer_k)
 
-    def residual_stream(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Layer-k tokens (B, N, D) -> the stream after the adapted blocks k..L-1 (B, N, D)."""
+    def residual_stream(self, tokens: torch.Tensor, adapted: bool = True) -> torch.Tensor:
+        """Layer-k tokens (B, N, D) -> the stream after the adapted blocks k..L-1 (B, N, D);
+        adapted=False: after the backbone's own blocks (the frozen model's stream)."""
         x = tokens.to(self.device, torch.float32)
         for i in range(self.split_layer_k, self.backbone.num_layers):
             block = self.backbone.blocks[i]
-            adapters = self.adapters[str(i)] if str(i) in self.adapters else ()
+            adapters = self.adapters[str(i)] if adapted and str(i) in self.adapters else ()
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(adapted_block_forward, block, x, adapters, use_reentrant=False)
             else:
@@ -172,15 +173,25 @@ class SafariModel(nn.Module):
         embeddings (B, P, E)."""
         return self.backbone.pool_and_patches(self.residual_stream(tokens))
 
+    @property
+    def readout_reads_frozen(self) -> bool:
+        """Whether the spatial readout attends over the frozen blocks' patch embeddings."""
+        return self.hp.heads.readout_frozen_patches
+
     def suffix_and_heads(
         self, state: StateBatch, detach_critic_inputs: bool = False
     ) -> HeadOutputs:
         """All heads for a batch of states given as cached layer-k tokens plus the rest. The
         patch embeddings are projected only for heads that read them (policy and learner run
-        this on every step and update)."""
+        this on every step and update), from the frozen blocks when
+        heads.readout_frozen_patches says so."""
         s = state.to(self.device)
         if self.heads.readout is None:
             pooled, patches = self.suffix(s.tokens), None
+        elif self.readout_reads_frozen:
+            pooled = self.suffix(s.tokens)
+            with torch.no_grad():
+                patches = self.backbone.pool_and_patches(self.residual_stream(s.tokens, False))[1]
         else:
             pooled, patches = self.suffix_with_patches(s.tokens)
         return self.heads(pooled, s.depth, s.proprio, s.instruction, detach_critic_inputs,
@@ -192,25 +203,27 @@ class SafariModel(nn.Module):
 
     @property
     def instruction_dim(self) -> int:
-        """Length of an encoded instruction: E, plus E per spatial query."""
-        return self.backbone.embed_dim * (1 + self.hp.heads.spatial_queries)
+        """Length of an encoded instruction: E for the sentence, E for its frame, plus E per
+        spatial query."""
+        return self.backbone.embed_dim * (INSTRUCTION_PARTS + self.hp.heads.spatial_queries)
 
     def encode_instruction(self, texts: Sequence[str]) -> torch.Tensor:
-        """CLIP text embeddings of instructions (cached per string): (len, E), followed, when
-        the heads have Q spatial queries, by the embeddings of each instruction's first Q
-        referring phrases (the last one repeated when there are fewer; the sentence itself
-        when there is none): (len, (1 + Q) E)."""
+        """CLIP text embeddings of instructions and of their frames (core/language:
+        "lift something"), cached per string: (len, 2E), followed, when the heads have Q
+        spatial queries, by the embeddings of each instruction's first Q referring phrases
+        (the last one repeated when there are fewer; the sentence itself when there is none):
+        (len, (2 + Q) E)."""
         texts = list(texts)
-        sentence = self.backbone.text.encode(texts)
+        encode = self.backbone.text.encode
+        parts = [encode(texts), encode([instruction_frame(t) for t in texts])]
         q = self.hp.heads.spatial_queries
-        if q == 0:
-            return sentence
-        phrases = []
-        for text in texts:
-            found = referring_phrases(text) or [text]
-            phrases += (found + [found[-1]] * q)[:q]
-        queries = self.backbone.text.encode(phrases).reshape(len(texts), -1)
-        return torch.cat([sentence, queries], dim=1)
+        if q > 0:
+            phrases = []
+            for text in texts:
+                found = referring_phrases(text) or [text]
+                phrases += (found + [found[-1]] * q)[:q]
+            parts.append(encode(phrases).reshape(len(texts), -1))
+        return torch.cat(parts, dim=1)
 
 
 def build_model(

@@ -30,6 +30,7 @@ from safari_ros.core.backbone import FrozenClip, crop_roi, load_backbone
 from safari_ros.core.batch import StateBatch
 from safari_ros.core.heads import HeadOutputs, SafariHeads
 from safari_ros.core.hparams import LearningConfig, learning_config
+from safari_ros.core.language import instruction_frame
 from safari_ros.core.model import SafariModel, build_model
 
 __all__ = [
@@ -82,7 +83,12 @@ class FullFinetuneModel(SafariModel):
         """Nothing is frozen: the state is the normalised image itself."""
         return images.to(self.device)
 
-    def residual_stream(self, tokens: torch.Tensor) -> torch.Tensor:
+    @property
+    def readout_reads_frozen(self) -> bool:
+        """Nothing is frozen: the readout reads the tuned tower's patches."""
+        return False
+
+    def residual_stream(self, tokens: torch.Tensor, adapted: bool = True) -> torch.Tensor:
         """The whole (trainable) image tower on normalised images -> its last stream."""
         bb = self.backbone
         return bb.forward_prefix(tokens.to(self.device, torch.float32), bb.num_layers)
@@ -190,8 +196,11 @@ class CnnSafariModel(nn.Module):
         return self.suffix_and_heads(state)
 
     def encode_instruction(self, texts: Sequence[str]) -> torch.Tensor:
-        """Bag-of-words embeddings (len, E) of instructions."""
-        return bag_of_words(texts, self.embed_dim).to(self._device)
+        """Bag-of-words embeddings of instructions and of their frames (len, 2E), the parts
+        the heads read (SafariModel.encode_instruction)."""
+        frames = [instruction_frame(t) for t in texts]
+        return torch.cat([bag_of_words(texts, self.embed_dim),
+                          bag_of_words(frames, self.embed_dim)], dim=1).to(self._device)
 
     def actor_parameters(self) -> list[nn.Parameter]:
         """Encoder + the heads' actor group."""

@@ -43,7 +43,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT = "safari-pretrain-features/2"  # bump when what is stored (or how) changes
+FORMAT = "safari-pretrain-features/3"  # bump when what is stored (or how) changes
 IMAGE_BATCH = 64  # frames per prefix forward pass
 _HALF = ("tokens", "instruction")
 
