@@ -4,9 +4,8 @@ For a bag of demonstrations (`safari_pretrain demos`), the same MLP is trained t
 oracle's action from: proprioception + instruction embedding; + the lifted depth
 (core/features.lift_depth); + the frozen backbone's pooled image embedding (no adapters); + where
 the instruction's things are (the heads' SpatialReadout over the frozen patch embeddings and the
-lifted depth, trained with the MLP); and the image under modality dropout (the image hidden
-from a share of the training states, as `learning.pretrain.image_dropout` does). Held-out
-episodes (pre-training's split) measure what each input adds. If the image adds nothing, or lowers
+lifted depth, trained with the MLP). Held-out episodes
+(pre-training's split) measure what each input adds. If the image adds nothing, or lowers
 held-out accuracy while raising the training one, the backbone's image features tell the
 policy nothing it can use about where to go: no head or RL algorithm on top can fix that
 (bench_localisation.py says why).
@@ -34,14 +33,10 @@ from safari_ros.core.heads import INSTRUCTION_PARTS, SpatialReadout
 from safari_ros.pretrain.features import default_cache_dir, load_bag_features
 from safari_ros.pretrain.train import split_episodes
 
-# (inputs, share of training states without the image)
-INPUTS = ((("proprio", "instruction"), 0.0), (("proprio", "instruction", "depth"), 0.0),
-          (("proprio", "instruction", "depth", "image"), 0.0),
-          (("proprio", "instruction", "where"), 0.0),
-          (("proprio", "instruction", "depth", "where"), 0.0),
-          (("proprio", "instruction", "image", "where"), 0.0),
-          (("proprio", "instruction", "image", "where"), 0.5),
-          (("proprio", "instruction", "image", "where"), 0.8))
+INPUTS = (("proprio", "instruction"), ("proprio", "instruction", "depth"),
+          ("proprio", "instruction", "depth", "image"),
+          ("proprio", "instruction", "depth", "where"),
+          ("proprio", "instruction", "depth", "image", "where"))
 
 
 def main() -> None:
@@ -75,17 +70,10 @@ def main() -> None:
     print(f"{len(fs)} steps of {int(fs.episode.unique().numel())} episodes; "
           f"{len(fit)} expert steps of successful training episodes, {len(test)} held-out "
           f"expert steps; chance {1 / len(model.actions):.2f}")
-    print(f"{'inputs':<48} {'train acc':>9} {'held-out acc':>12}")
-    for names, dropout in INPUTS:
+    print(f"{'inputs':<40} {'train acc':>9} {'held-out acc':>12}")
+    for names in INPUTS:
         torch.manual_seed(ns.seed)
-        blocks = [columns[n] for n in names if n != "where"]
-        x = torch.cat(blocks, dim=1)
-        # the columns of x the image fills (modality dropout zeroes them per training state)
-        image = torch.zeros(x.shape[1], dtype=torch.bool)
-        if "image" in names:
-            start = sum(b.shape[1] for n, b in zip(
-                [n for n in names if n != "where"], blocks, strict=True)[:names.index("image")])
-            image[start:start + columns["image"].shape[1]] = True
+        x = torch.cat([columns[n] for n in names if n != "where"], dim=1)
         where = SpatialReadout(e, phrases.shape[1], math.isqrt(patches.shape[1]),
                                init_scale=model.heads.readout.log_scale.exp().item()) \
             if "where" in names else None
@@ -94,31 +82,27 @@ def main() -> None:
                             nn.GELU(), nn.Linear(256, len(model.actions)))
 
         def logits(i: torch.Tensor, net: nn.Module = net, x: torch.Tensor = x,
-                   where: SpatialReadout | None = where, image: torch.Tensor = image,
-                   dropout: float = 0.0) -> torch.Tensor:
-            xi = x[i]
-            if dropout > 0:
-                hidden = (torch.rand(len(i), 1) < dropout) & image
-                xi = xi.masked_fill(hidden, 0.0)
-            if where is not None:
-                points = fs.depth[i].reshape(len(i), -1, DEPTH_CHANNELS)
-                read, _ = where(patches[i], phrases[i], points, fs.proprio[i][:, -3:],
-                                model.hp.heads.tcp_unit_m)
-                xi = torch.cat([xi, read], dim=1)
+                   where: SpatialReadout | None = where) -> torch.Tensor:
+            if where is None:
+                return net(x[i])
+            points = fs.depth[i].reshape(len(i), -1, DEPTH_CHANNELS)
+            read, _ = where(patches[i], phrases[i], points, fs.proprio[i][:, -3:],
+                            model.hp.heads.tcp_unit_m)
+            xi = torch.cat([x[i], read], dim=1)
             return net(xi)
 
         params = list(net.parameters()) + (list(where.parameters()) if where else [])
         opt = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-4)
         for _ in range(ns.steps):
             idx = fit[torch.randint(0, len(fit), (128,))]
-            loss = nn.functional.cross_entropy(logits(idx, dropout=dropout), fs.action[idx])
+            loss = nn.functional.cross_entropy(logits(idx), fs.action[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
         with torch.no_grad():
             acc = [float((logits(i).argmax(1) == fs.action[i]).float().mean()) for i in (fit, test)]
-        label = " + ".join(names) + (f" (image dropout {dropout})" if dropout else "")
-        print(f"{label:<48} {acc[0]:>9.3f} {acc[1]:>12.3f}")
+        print(f"{' + '.join(names):<40} {acc[0]:>9.3f} {acc[1]:>12.3f}")
+
 
 if __name__ == "__main__":
     main()

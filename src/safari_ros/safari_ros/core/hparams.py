@@ -181,19 +181,11 @@ class PretrainConfig:
     # (hindsight labels from successful demonstrations; 0 = off). Not in the seed: its
     # pre-training has no term that teaches the adapters *where* things are.
     lambda4_ground: float = 0.0
-    # Modality dropout: the share of training states whose pooled image embedding the heads do
-    # not see, so that behaviour cloning learns from what generalises across layouts (where the
-    # named things are, the TCP, the task) instead of memorising each demonstration's image.
-    image_dropout: float = 0.0
     lr: float = 3e-4
     epochs: int = 20
     batch_size: int = 64  # global: split evenly over DDP ranks
     heldout_fraction: float = 0.2  # share of episodes held out for evaluation
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.image_dropout < 1.0:
-            raise ValueError(f"pretrain.image_dropout must lie in [0, 1), got {self.image_dropout}")
 
 
 COST_MEASURES = ("discounted", "episode")

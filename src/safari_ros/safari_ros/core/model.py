@@ -179,14 +179,12 @@ class SafariModel(nn.Module):
         return self.hp.heads.readout_frozen_patches
 
     def suffix_and_heads(
-        self, state: StateBatch, detach_critic_inputs: bool = False, image_dropout: float = 0.0
+        self, state: StateBatch, detach_critic_inputs: bool = False
     ) -> HeadOutputs:
         """All heads for a batch of states given as cached layer-k tokens plus the rest. The
         patch embeddings are projected only for heads that read them (policy and learner run
         this on every step and update), from the frozen blocks when
-        heads.readout_frozen_patches says so. image_dropout: the share of states whose pooled
-        image embedding the heads do not see (pre-training's modality dropout,
-        PretrainConfig.image_dropout)."""
+        heads.readout_frozen_patches says so."""
         s = state.to(self.device)
         if self.heads.readout is None:
             pooled, patches = self.suffix(s.tokens), None
@@ -196,9 +194,6 @@ class SafariModel(nn.Module):
                 patches = self.backbone.pool_and_patches(self.residual_stream(s.tokens, False))[1]
         else:
             pooled, patches = self.suffix_with_patches(s.tokens)
-        if image_dropout > 0:
-            keep = torch.rand(len(pooled), 1, device=pooled.device) >= image_dropout
-            pooled = pooled * keep
         return self.heads(pooled, s.depth, s.proprio, s.instruction, detach_critic_inputs,
                           patches)
 

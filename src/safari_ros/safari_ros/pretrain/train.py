@@ -166,7 +166,7 @@ class _Objective(nn.Module):
 
     def forward(self, batch: TransitionBatch, bc_scale: float) -> tuple[torch.Tensor, dict]:
         model = self._model[0]
-        out = model.suffix_and_heads(batch.state, image_dropout=model.hp.pretrain.image_dropout)
+        out = model.suffix_and_heads(batch.state)
         total, terms = pretrain_loss(out, batch, model.hp.pretrain)
         if bc_scale != 1.0:  # see _bc_scale
             extra = bc_loss(out.policy_logits, batch.action, batch.success, out.proposable)
