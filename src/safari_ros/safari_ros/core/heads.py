@@ -180,8 +180,8 @@ class SpatialReadout(nn.Module):
 class SafariHeads(nn.Module):
     """State fusion, action embeddings and all heads.
 
-    Fusion: s = normalise(z_img + fuse([depth, proprio, instruction])), with `fuse` starting at
-    zero so that an untrained model's f_theta is plain CLIP image-text similarity.
+    Fusion: s = normalise(normalise(z_img) + fuse([depth, proprio, instruction])), with `fuse`
+    starting at zero so that an untrained model's f_theta is plain CLIP image-text similarity.
     """
 
     def __init__(
@@ -286,7 +286,10 @@ class SafariHeads(nn.Module):
             phrases = instruction[:, n:].reshape(len(instruction), self.readout.n_queries, e)
             readout, attn = self.readout(patches, phrases, points, proprio[:, -3:], unit)
             parts.append(readout)
-        return F.normalize(image_embedding + self.fuse(torch.cat(parts, dim=-1)), dim=-1), attn
+        # The image embedding enters as a unit vector (CLIP's pooled embedding has norm ~11
+        # here): the fused inputs need not outgrow it before they can steer the state.
+        image = F.normalize(image_embedding, dim=-1)
+        return F.normalize(image + self.fuse(torch.cat(parts, dim=-1)), dim=-1), attn
 
     def action_embeddings(self) -> torch.Tensor:
         """(A, E) unit-norm action embeddings: CLIP text embedding + learned offset."""
