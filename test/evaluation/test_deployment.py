@@ -235,3 +235,37 @@ def test_success_band_is_the_wilson_interval_of_the_trailing_window() -> None:
         assert (low[i], high[i]) == (ci.low, ci.high)
         assert 0.0 <= low[i] <= rate <= high[i] <= 1.0
     assert low[0] == 0.0 and high[0] > 0.5  # one failure says little: the band shows it
+
+
+def test_a_greedy_policy_does_not_repeat_a_refused_proposal_in_the_same_state(tiny_cfg) -> None:
+    """The harness's loop acts as policy_node does (core/refusals.py): pi prefers move_up, which
+    C(s, a) refuses in every state, then move_down. Greedy, it alternates: move_up refused (a
+    stop, the arm stays), move_down runs (the arm moves, the refusal is forgotten), and so on;
+    without the memory it would propose move_up on all 8 steps."""
+    from safari_ros.core.heads import HeadOutputs
+    from safari_ros.evaluation.deployment import STACK_SHIELD
+    from safari_ros.evaluation.loop import OnlineLoop, ShieldGate
+    from safari_ros.evaluation.models import perceive
+
+    model = build_model(tiny_cfg)
+    names = model.action_names
+    up, down = names.index("move_up"), names.index("move_down")
+    pi = torch.full((len(names),), 0.01)
+    pi[up], pi[down] = 0.6, 0.3
+    pi /= pi.sum()
+    risky = torch.full((len(names),), -5.0)
+    risky[up] = 5.0  # C(s, move_up) ~ 0.99 >= tau_safe
+
+    def policy(state):
+        b, a = len(state.tokens), len(names)
+        z = torch.zeros(b, a)
+        return pi.repeat(b, 1), HeadOutputs(torch.zeros(b, 4), torch.zeros(a, 4), z, z, z, z,
+                                            risky.repeat(b, 1), torch.zeros(b))
+
+    gate = ShieldGate(tiny_cfg, STACK_SHIELD, gamma=0.95, n_envs=1)
+    loop = OnlineLoop(model, make_envs(tiny_cfg, "train", 1), gate, policy=policy,
+                      perceive=lambda rgb: perceive(model, rgb), sampling=False)
+    (record,) = loop.run(1, seed=6_000)
+    assert record.steps == 8
+    assert record.proposed == {"move_up": 4, "move_down": 4}
+    assert record.interventions == 4 and record.refused_hard == 0

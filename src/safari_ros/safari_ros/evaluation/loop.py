@@ -25,6 +25,7 @@ from safari_ros.core.features import proprio_vector
 from safari_ros.core.heads import HeadOutputs
 from safari_ros.core.losses import entropy
 from safari_ros.core.model import depth_lifter
+from safari_ros.core.refusals import RefusalMemory
 from safari_ros.core.replay import ReplayBuffer, Transition, refusal_transition
 from safari_ros.core.scapo import ScapoLearner
 from safari_ros.robot.primitives import PrimitivePlanner
@@ -187,6 +188,8 @@ class OnlineLoop:
         self.warmup = max(1, warmup if warmup is not None else self.batch_size)
         self.env_steps = 0
         self.updates = 0
+        n_actions = len(gate.shield.actions)
+        self.refusals = [RefusalMemory(n_actions) for _ in self.envs]  # as policy_node keeps
 
     # ------------------------------------------------------------------------ perception
     @torch.no_grad()
@@ -207,9 +210,16 @@ class OnlineLoop:
             return torch.multinomial(probs.cpu().float(), 1, generator=self.gen)[:, 0].tolist()
         return probs.argmax(dim=1).tolist()
 
+    def _unrefused(self, ids: list[int], probs: torch.Tensor) -> torch.Tensor:
+        """Each env's pi without what the shield refused in its current state."""
+        rows = probs.detach().cpu().double().numpy()
+        return torch.from_numpy(np.stack([self.refusals[i].apply(r)
+                                          for i, r in zip(ids, rows, strict=True)]))
+
     def _reset(self, i: int, seed: int | None) -> _Running:
         obs, info = self.envs[i].reset(seed=seed)
         self.gate.reset(i)
+        self.refusals[i].reset()
         return _Running(self.observe([obs], [info["instruction"]]), info["instruction"])
 
     def _store(self, run: _Running, nxt: StateBatch, action: int, reward: float, cost: float,
@@ -248,14 +258,17 @@ class OnlineLoop:
         while running:
             ids = sorted(running)
             with torch.no_grad():
-                probs, out = self.policy(_cat([running[i].state for i in ids]))
+                pi, out = self.policy(_cat([running[i].state for i in ids]))
+            entropies = entropy(pi.clamp_min(1e-12).log()).tolist()
+            probs = self._unrefused(ids, pi)  # what is sampled from (the behaviour policy)
             proposed = self._choose(probs)
-            entropies = entropy(probs.clamp_min(1e-12).log()).tolist()
             rows = self.gate.learned_rows(out, len(ids), n_actions)
             results, refused = [], []
             for k, i in enumerate(ids):
                 sim = self.envs[i].sim
                 action, intervened, hard = self.gate.decide(i, sim, proposed[k], rows[k])
+                self.refusals[i].record(proposed[k], intervened,
+                                        self.gate.shield.actions[action].name == "stop")
                 refused.append(hard)
                 obs, reward, terminated, truncated, info = self.envs[i].step(action)
                 results.append((action, intervened, obs, reward, terminated, truncated, info))

@@ -1,9 +1,11 @@
 """policy_node: Observation -> ActionProposal, through the adapted suffix and the heads.
 
 Runs layers k..L of the frozen backbone with the task and safety adapters, then pi(a|s) and
-C(s,a) over the configured action set; greedy or sampling. Hot-swaps adapters when the learner
-announces a checkpoint, only after a validation gate (sha256, metadata match, no NaN, validation
-metrics within the configured bounds); otherwise it keeps the current adapters and says why.
+C(s,a) over the configured action set; greedy or sampling, never again an action the shield
+replaced by a stop while the arm has not moved since (core/refusals.py). Hot-swaps adapters
+when the learner announces a checkpoint, only after a validation gate (sha256, metadata match,
+no NaN, validation metrics within the configured bounds); otherwise it keeps the current
+adapters and says why.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
-from safari_msgs.msg import ActionProposal, AdapterCheckpoint, Observation
+from safari_msgs.msg import ActionProposal, AdapterCheckpoint, Observation, ShieldDecision
 from safari_msgs.srv import LoadAdapters
 from safari_ros.core import CheckpointError, StateBatch, build_model, load_checkpoint
+from safari_ros.core.refusals import RefusalMemory
 from safari_ros.nodes.common import (
     LATCHED_QOS,
     RELIABLE_QOS,
@@ -73,6 +76,12 @@ class PolicyNode(Node):
         self.publisher = self.create_publisher(ActionProposal, t["action_proposal"], RELIABLE_QOS)
         self.diagnostics = self.create_publisher(DiagnosticArray, t["diagnostics"], RELIABLE_QOS)
         self.create_subscription(Observation, t["observation"], self.on_observation, RELIABLE_QOS)
+        # what the shield refused in the state the arm is still in (core/refusals.py)
+        self.refusals = RefusalMemory(len(self.model.action_names))
+        self.instruction_id: int | None = None
+        self.proposed_for: tuple[int, int] | None = None  # stamp of the last proposal's frame
+        self.create_subscription(ShieldDecision, t["shield_decision"], self.on_decision,
+                                 RELIABLE_QOS)
         self.create_subscription(AdapterCheckpoint, t["adapter_checkpoint"], self.on_checkpoint,
                                  LATCHED_QOS)
         self.create_service(LoadAdapters, "/safari/load_adapters", self.on_load)
@@ -108,10 +117,15 @@ class PolicyNode(Node):
         if problem:  # never guess from a broken output: no proposal, the watchdog stops
             self.log_once("output", f"no proposal: {problem}")
             return
+        if msg.instruction_id != self.instruction_id:  # a new task: nothing refused yet
+            self.instruction_id = msg.instruction_id
+            self.refusals.reset()
+        probs = self.refusals.apply(probs)  # what is sampled from, and published as such
         if self.sampling:
             index = int(self.rng.choice(len(probs), p=probs / probs.sum()))
         else:
             index = int(np.argmax(probs))
+        self.proposed_for = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         proposal = ActionProposal()
         proposal.header.stamp = self.get_clock().now().to_msg()
         proposal.header.frame_id = msg.header.frame_id
@@ -124,6 +138,13 @@ class PolicyNode(Node):
         proposal.constraint_value = float(constraint[index])
         proposal.adapter_version = self.version
         self.publisher.publish(proposal)
+
+    def on_decision(self, msg: ShieldDecision) -> None:
+        """The shield's answer to this node's last proposal (watchdog stops answer none)."""
+        if (msg.observation_stamp.sec, msg.observation_stamp.nanosec) != self.proposed_for:
+            return
+        self.refusals.record(int(msg.proposed_action_index), bool(msg.intervened),
+                             msg.executed_action_name == "stop")
 
     # ------------------------------------------------------------------ adapters
     def swap(self, path: str, sha256: str | None, metrics: dict[str, str],
