@@ -35,6 +35,7 @@ from safari_ros.pretrain.train import split_episodes
 
 INPUTS = (("proprio", "instruction"), ("proprio", "instruction", "depth"),
           ("proprio", "instruction", "depth", "image"),
+          ("proprio", "instruction", "where"), ("proprio", "instruction", "image", "where"),
           ("proprio", "instruction", "depth", "where"),
           ("proprio", "instruction", "depth", "image", "where"))
 
