@@ -120,9 +120,9 @@ class SpatialReadout(nn.Module):
     of the instruction's referring phrases (core/language.py), attends over the patch
     embeddings and gives its soft-argmax image position (x, y in [-1, 1] of the backbone's
     view, x right, y down), its peak attention (how sure it is) and where that is in the base
-    frame relative to the TCP: the attention-weighted centroid of the patches' lifted depth
-    points (core/features.lift_depth), in the heads' TCP unit. A patch spans more than a lattice
-    step; its points locate the object to millimetres.
+    frame relative to the TCP: the attention-weighted centroid of the lifted depth points
+    (core/features.lift_depth) of the cells around its peak (locate), in the heads' TCP unit. A
+    patch spans more than a lattice step; its points locate the object to millimetres.
 
     A query starts as the phrase embedding itself, at the backbone's own temperature: the
     backbone was trained to spread a phrase's attention over the patches its thing covers
