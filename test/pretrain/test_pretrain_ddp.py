@@ -25,7 +25,10 @@ def free_port() -> int:
 
 
 def test_torchrun_two_ranks_match_a_single_process(config_path, demo_bag, tmp_path):
-    cache, common = tmp_path / "cache", ("--epochs", "2", "--batch-size", "32", "--seed", "3")
+    # with the heads' warm-up on rank 0, which the other rank must take over
+    warmup = 30
+    cache, common = tmp_path / "cache", ("--epochs", "2", "--batch-size", "32", "--seed", "3",
+                                         "--set", f"learning.pretrain.head_warmup_steps={warmup}")
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO / "src" / "safari_ros"),
                                           os.environ.get("PYTHONPATH", "")])}
@@ -41,7 +44,9 @@ def test_torchrun_two_ranks_match_a_single_process(config_path, demo_bag, tmp_pa
     assert len(set(ddp["param_digests"])) == 1  # both ranks hold the same weights
     assert report["feature_cache"]["misses"] == [str(demo_bag)]  # rank 0 computed once
 
+    assert report["head_warmup"]["steps"] == warmup
     cfg = load_config(config_path)
+    cfg["learning"]["pretrain"]["head_warmup_steps"] = warmup
     single = run_pretrain(cfg, [demo_bag], tmp_path / "single", TrainSettings(
         epochs=2, batch_size=32, seed=3, cache_dir=cache, progress=False))
     assert single.report["feature_cache"]["hits"] == [str(demo_bag)]

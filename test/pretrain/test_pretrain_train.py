@@ -16,6 +16,7 @@ from safari_ros.config import load_config
 from safari_ros.core import build_model, load_checkpoint, validate_checkpoint
 from safari_ros.pretrain import TrainSettings, load_bag_features, run_pretrain
 from safari_ros.pretrain.cli import main
+from safari_ros.pretrain.train import warm_up_heads
 
 
 def train(config_path, bags, out, cache, *extra):
@@ -82,10 +83,38 @@ def test_feature_cache_is_reused_and_identical(config_path, demo_bag, tmp_path):
     assert other.misses == [str(demo_bag)]
 
 
+def test_heads_warm_up_alone_before_the_adapters_join(config_path, demo_bag, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(load_config(config_path))
+    data, _ = load_bag_features(model, [demo_bag], TopicMap.load(), cache_dir=tmp_path / "c")
+    batch = data.batch()
+    fit = batch.success > 0.5  # the steps L_BC learns from
+
+    def accuracy() -> float:
+        with torch.no_grad():
+            chosen = model.suffix_and_heads(batch.state).policy_logits.argmax(1)
+        return float((chosen == batch.action)[fit].float().mean())
+
+    adapters = {k: v.clone() for k, v in model.adapters.state_dict().items()}
+    heads = {k: v.clone() for k, v in model.heads.state_dict().items()}
+    before = accuracy()
+    stats = warm_up_heads(model, data, steps=300, batch_size=32, seed=0,
+                          device=torch.device("cpu"))
+    after = accuracy()
+    print(f"BC accuracy on the fitted steps: {before:.2f} -> {after:.2f}, loss "
+          f"{stats['loss_first']:.2f} -> {stats['loss_last']:.2f}")
+    assert same(adapters, model.adapters.state_dict())  # the adapters wait
+    assert not same(heads, model.heads.state_dict())
+    assert stats["steps"] == 300 and stats["loss_last"] < 0.9 * stats["loss_first"]
+    assert after > before + 0.3
+
+
 def test_same_seed_same_weights_and_resume_continues_exactly(config_path, demo_bag, tmp_path):
     cache = tmp_path / "cache"
-    args = ("--epochs", "3", "--seed", "5")
-    assert train(config_path, [demo_bag], tmp_path / "a", cache, *args)[0] == 0
+    # with the heads' warm-up, which a resumed run must not repeat
+    args = ("--epochs", "3", "--seed", "5", "--set", "learning.pretrain.head_warmup_steps=20")
+    status, first = train(config_path, [demo_bag], tmp_path / "a", cache, *args)
+    assert status == 0 and first["head_warmup"]["steps"] == 20
     assert train(config_path, [demo_bag], tmp_path / "b", cache, *args)[0] == 0
     assert same(weights(tmp_path / "a"), weights(tmp_path / "b"))
 
@@ -94,7 +123,7 @@ def test_same_seed_same_weights_and_resume_continues_exactly(config_path, demo_b
     assert status == 1 and not (tmp_path / "c" / "adapters.safetensors").exists()
     assert (tmp_path / "c" / "pretrain_state.pt").exists()
     status, report = train(config_path, [demo_bag], tmp_path / "c", cache, *args, "--resume")
-    assert status == 0 and report["resumed_from_epoch"] == 1
+    assert status == 0 and report["resumed_from_epoch"] == 1 and report["head_warmup"] is None
     assert same(weights(tmp_path / "a"), weights(tmp_path / "c"))
 
     train(config_path, [demo_bag], tmp_path / "d", cache, "--epochs", "3", "--seed", "6")

@@ -233,7 +233,11 @@ class SafariHeads(nn.Module):
         self.fuse = mlp(OCCUPANCY_GRID ** 2 + proprio_dim + embed_dim + extra, hidden,
                         embed_dim, zero_last=True)
         self.action_offset = nn.Parameter(torch.zeros(n_actions, embed_dim))
-        self.policy = mlp(embed_dim, hidden, n_actions, zero_last=True)
+        # LayerNorm, as in the critics: the state is a unit vector (entries ~1/sqrt(E)), which
+        # left the policy MLP's first layer learning slowly (no affine: the Linear after it
+        # has one, and ViT-B-32's adapters and heads stay under 1% of its image tower)
+        self.policy = nn.Sequential(nn.LayerNorm(embed_dim, elementwise_affine=False),
+                                    mlp(embed_dim, hidden, n_actions, zero_last=True))
         # critic group
         self.reward_critic = ActionCritic(embed_dim, hidden, 1)  # Q_r
         self.cost_critic = ActionCritic(embed_dim, hidden, 2)  # Q_c and the logit of C

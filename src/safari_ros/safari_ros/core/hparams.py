@@ -182,6 +182,9 @@ class PretrainConfig:
     # pre-training has no term that teaches the adapters *where* things are.
     lambda4_ground: float = 0.0
     lr: float = 3e-4
+    # Updates of the heads alone on the frozen backbone's embeddings before the adapters join
+    # (linear probing, then fine-tuning: LP-FT); 0 = none. See pretrain/train.warm_up_heads.
+    head_warmup_steps: int = 0
     epochs: int = 20
     batch_size: int = 64  # global: split evenly over DDP ranks
     heldout_fraction: float = 0.2  # share of episodes held out for evaluation

@@ -1,7 +1,8 @@
 """Pre-training of the adapters and heads on bags of demonstrations (single process or DDP).
 
 L_pretrain = lambda1 L_align + lambda2 L_safety + lambda3 L_BC (core.losses.pretrain_loss) with
-Adam over the trainable parameters, on cached frozen-prefix features (pretrain.features), with a
+Adam, first over the heads alone on the frozen backbone's embeddings (warm_up_heads), then over
+all trainable parameters, on cached frozen-prefix features (pretrain.features), with a
 held-out split by episode. Rank 0 writes the adapter checkpoint (core.save_checkpoint; checked by
 validate_checkpoint), a JSON report, an optional loss-curve PNG and, after every epoch, a state
 file from which `resume=True` continues exactly where it stopped.
@@ -67,6 +68,7 @@ __all__ = [
     "TrainSettings",
     "run_pretrain",
     "split_episodes",
+    "warm_up_heads",
 ]
 
 log = logging.getLogger(__name__)
@@ -232,6 +234,44 @@ def evaluate(model: SafariModel, data: FeatureSet, device: torch.device) -> dict
         "constraint_ece": expected_calibration_error(c, costly),
         **_grounding_error(model, out, batch),
     }
+
+
+def warm_up_heads(model: SafariModel, data: FeatureSet, steps: int, batch_size: int,
+                  seed: int, device: torch.device) -> dict[str, Any]:
+    """Linear probing before fine-tuning (LP-FT, Kumar et al. 2022): `steps` Adam updates of
+    the heads alone, L_pretrain on the frozen backbone's pooled and patch embeddings of `data`,
+    computed once. The adapters start as the identity (zero-initialised up-projections), so
+    these are the embeddings the heads meet when the adapters join. A head update costs the
+    heads' arithmetic only (~6 ms on 2 cores, against ~150 ms through the adapted blocks), so
+    the heads fit their demonstrations before the adapters move, instead of the adapters
+    bending the backbone's features towards a random head."""
+    t0 = time.perf_counter()
+    hp = model.hp.pretrain
+    with torch.no_grad():
+        parts = [model.backbone.pool_and_patches(
+                     model.residual_stream(data.tokens[i:i + EVAL_CHUNK], adapted=False))
+                 for i in range(0, len(data), EVAL_CHUNK)]
+    pooled = torch.cat([p[0] for p in parts])
+    patches = torch.cat([p[1] for p in parts]) if model.heads.readout is not None else None
+    params = [p for p in model.heads.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=hp.lr)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(steps):
+        idx = torch.randint(0, len(data), (batch_size,), generator=gen)
+        batch = data.batch(idx, device)
+        out = model.heads(pooled[idx.to(pooled.device)], batch.state.depth, batch.state.proprio,
+                          batch.state.instruction,
+                          patches=None if patches is None else patches[idx.to(patches.device)])
+        loss, _ = pretrain_loss(out, batch, hp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    tail = max(1, min(100, steps // 10))
+    return {"steps": steps, "seconds": time.perf_counter() - t0,
+            "loss_first": float(np.mean(losses[:tail])) if losses else None,
+            "loss_last": float(np.mean(losses[-tail:])) if losses else None}
 
 
 def _grounding_error(model: SafariModel, out: HeadOutputs,
@@ -414,6 +454,20 @@ def _run(cfg: dict[str, Any], bags: list[Path], out: Path, s: TrainSettings, tma
     elif s.resume:
         log.info("no state file %s: starting from scratch", state_path)
 
+    warmup: dict[str, Any] | None = None
+    if start_epoch == 0 and hp.head_warmup_steps > 0:
+        if d.main:  # the other ranks take rank 0's heads
+            warmup = warm_up_heads(model, train, hp.head_warmup_steps, s.batch_size, s.seed,
+                                   device)
+            warmup["heldout"] = evaluate(model, held, device)
+            log.info("heads warmed up in %.1f s (%d updates): loss %.3f -> %.3f, held-out "
+                     "action accuracy %s", warmup["seconds"], warmup["steps"],
+                     warmup["loss_first"], warmup["loss_last"],
+                     warmup["heldout"].get("action_accuracy"))
+        if d.world > 1:
+            for p in model.heads.parameters():
+                dist.broadcast(p.data, src=0)
+
     end_epoch = s.epochs
     if s.stop_after_epochs is not None:
         end_epoch = min(end_epoch, start_epoch + s.stop_after_epochs)
@@ -484,6 +538,7 @@ def _run(cfg: dict[str, Any], bags: list[Path], out: Path, s: TrainSettings, tma
         "trainable": model.trainable_share(),
         "timing": {"train_seconds": train_seconds, "updates": updates,
                    "updates_per_second": (updates - updates_before) / max(train_seconds, 1e-9)},
+        "head_warmup": warmup,
         "history": history,
         "heldout": history[-1]["heldout"] if history else {},
     }
