@@ -434,6 +434,7 @@ def test_safety_adapters_learn_from_the_cost_online_only_when_configured(learn_c
 def test_pi_proposes_backups_only_when_configured(propose_backups):
     raw = tiny_learning_dict()
     raw["heads"]["propose_backups"] = propose_backups
+    raw["scapo"]["entropy_target"] = 0.3  # the floor's share of ln(A) over the proposable
     hp = LearningConfig.from_dict(raw, episode_steps=60)
     model = make_tiny_model(hp)
     backup = torch.tensor([a.backup for a in model.actions])

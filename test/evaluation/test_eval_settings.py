@@ -74,7 +74,7 @@ def test_every_ablation_changes_one_key_of_scapo(quick_plan) -> None:
         assert set(diff) == set(run.overrides) and len(diff) == 1, run.name
     names = {r.name for r in ablations}
     assert names == {"task_only", "bottleneck_4", "tau_safe_0.3", "delta_0.05", "critic_v_c",
-                     "no_entropy_floor"}
+                     "entropy_floor_0.3"}
 
 
 def test_seeds_and_reference_tabletop(quick_plan) -> None:
