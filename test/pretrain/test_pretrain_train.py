@@ -4,6 +4,7 @@ bad input, through the safari_pretrain command line."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -16,7 +17,7 @@ from safari_ros.config import load_config
 from safari_ros.core import build_model, load_checkpoint, validate_checkpoint
 from safari_ros.pretrain import TrainSettings, load_bag_features, run_pretrain
 from safari_ros.pretrain.cli import main
-from safari_ros.pretrain.train import warm_up_heads
+from safari_ros.pretrain.train import next_rows, warm_up_heads
 
 
 def train(config_path, bags, out, cache, *extra):
@@ -107,6 +108,48 @@ def test_heads_warm_up_alone_before_the_adapters_join(config_path, demo_bag, tmp
     assert not same(heads, model.heads.state_dict())
     assert stats["steps"] == 300 and stats["loss_last"] < 0.9 * stats["loss_first"]
     assert after > before + 0.3
+
+
+def test_next_rows_follow_each_episode_and_stop_at_its_end(config_path, demo_bag, tmp_path):
+    model = build_model(load_config(config_path))
+    data, _ = load_bag_features(model, [demo_bag], TopicMap.load(), cache_dir=tmp_path / "c")
+    nxt = next_rows(data)
+    rows = torch.arange(len(data))
+    inside = (nxt != rows) & (nxt >= 0)
+    assert inside.any() and torch.equal(nxt[inside], rows[inside] + 1)
+    assert torch.equal(data.episode[nxt[inside]], data.episode[inside])
+    last = ~inside  # an episode's last step: itself when it ended (done), else -1
+    assert int(last.sum()) == int(data.episode.unique().numel())
+    assert torch.equal(nxt[last] == rows[last], data.done[last] > 0.5)
+    assert (nxt[last & (data.done < 0.5)] == -1).all()
+
+
+def test_offline_critics_rank_the_demonstrated_actions_first(config_path, demo_bag, tmp_path):
+    cfg = load_config(config_path)
+    cfg["learning"]["pretrain"]["offline_critics"] = True
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    data, _ = load_bag_features(model, [demo_bag], TopicMap.load(), cache_dir=tmp_path / "c")
+    expert = torch.nonzero((data.action == data.proposed) & (data.success > 0.5)).squeeze(1)
+    batch = data.batch(expert)
+
+    def margin() -> float:
+        """Mean of Q_r at the demonstrated action minus Q_r's mean over the others."""
+        with torch.no_grad():
+            q = model.suffix_and_heads(batch.state).q_reward
+        at = q.gather(1, batch.action[:, None]).squeeze(1)
+        return float((at - (q.sum(1) - at) / (q.shape[1] - 1)).mean())
+
+    critics = {k: v.clone() for k, v in model.heads.reward_critic.state_dict().items()}
+    before = margin()
+    stats = warm_up_heads(model, data, steps=300, batch_size=32, seed=0,
+                          device=torch.device("cpu"))
+    after = margin()
+    print(f"Q_r margin of the demonstrated action: {before:.3f} -> {after:.3f}; "
+          f"{stats['critics_last']}")
+    assert not same(critics, model.heads.reward_critic.state_dict())
+    assert after > 0.3 and after > before + 0.3
+    assert all(math.isfinite(v) for v in stats["critics_last"].values())
 
 
 def test_same_seed_same_weights_and_resume_continues_exactly(config_path, demo_bag, tmp_path):

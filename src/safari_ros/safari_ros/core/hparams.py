@@ -185,6 +185,10 @@ class PretrainConfig:
     # Updates of the heads alone on the frozen backbone's embeddings before the adapters join
     # (linear probing, then fine-tuning: LP-FT); 0 = none. See pretrain/train.warm_up_heads.
     head_warmup_steps: int = 0
+    # During the warm-up the critics (Q_r with CQL, Q_c, V_C) also learn offline from the logged
+    # rewards and costs, as SCAPO's critic step does online, so SCAPO starts from critics that
+    # rank the demonstrated actions instead of untrained ones.
+    offline_critics: bool = False
     epochs: int = 20
     batch_size: int = 64  # global: split evenly over DDP ranks
     heldout_fraction: float = 0.2  # share of episodes held out for evaluation

@@ -26,7 +26,7 @@ from torch import nn
 
 from safari_ros.config import ConfigError
 from safari_ros.core.batch import TransitionBatch
-from safari_ros.core.heads import HeadOutputs
+from safari_ros.core.heads import HeadOutputs, SafariHeads
 from safari_ros.core.hparams import ScapoConfig
 from safari_ros.core.losses import (
     cql_penalty,
@@ -46,11 +46,49 @@ __all__ = [
     "LagrangeMultiplier",
     "ScapoLearner",
     "ShieldResult",
+    "critic_targets",
     "discounted_cost_limit",
     "discounted_return",
+    "polyak",
     "resolve_delta",
     "shield_action",
+    "value_losses",
 ]
+
+
+def polyak(live: Sequence[nn.Module], targets: Sequence[nn.Module], tau: float) -> None:
+    """Move each target module's parameters a share tau towards its live module's."""
+    with torch.no_grad():
+        for m, tm in zip(live, targets, strict=True):
+            for p, tp in zip(m.parameters(), tm.parameters(), strict=True):
+                tp.lerp_(p, tau)
+
+
+def critic_targets(heads: SafariHeads, targets: Sequence[nn.Module], nxt: HeadOutputs,
+                   batch: TransitionBatch, gamma: float) -> tuple[torch.Tensor, ...]:
+    """Bootstrap targets (y_r, y_c, y_v) of Q_r, Q_c (expected under pi at s') and V_C, from
+    the heads' outputs at s' (`nxt`) and the target critics."""
+    with torch.no_grad():
+        q_r, q_c, _, v_c = heads.critics(list(targets), nxt.state_embedding,
+                                         nxt.action_embedding)
+        pi_next = nxt.policy_probs
+        cont = gamma * (1.0 - batch.done)
+        return (batch.reward + cont * (pi_next * q_r).sum(1),
+                batch.cost + cont * (pi_next * q_c).sum(1), batch.cost + cont * v_c)
+
+
+def value_losses(q_reward: torch.Tensor, q_cost: torch.Tensor, v_cost: torch.Tensor,
+                 action: torch.Tensor, targets: Sequence[torch.Tensor],
+                 alpha_cql: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The TD losses of Q_r, Q_c and V_C at the logged actions against `targets`
+    (critic_targets) plus alpha_cql times CQL's penalty on Q_r: (their sum, each term)."""
+    y_r, y_c, y_v = targets
+    q_r_a = q_reward.gather(1, action[:, None]).squeeze(1)
+    q_c_a = q_cost.gather(1, action[:, None]).squeeze(1)
+    terms = {"loss_q_reward": td_loss(q_r_a, y_r), "loss_cql": cql_penalty(q_reward, action),
+             "loss_q_cost": td_loss(q_c_a, y_c), "loss_v_cost": td_loss(v_cost, y_v)}
+    total = sum(terms.values()) + (alpha_cql - 1.0) * terms["loss_cql"]
+    return total, terms
 
 
 def discounted_cost_limit(cost_limit_episode: float, gamma: float, episode_steps: int) -> float:
@@ -216,19 +254,11 @@ class ScapoLearner:
         return True
 
     # ------------------------------------------------------------------------------ primal
-    @torch.no_grad()
     def _targets(self, batch: TransitionBatch) -> tuple[torch.Tensor, ...]:
         """Bootstrap targets for Q_r, Q_c (expected under the current pi at s') and V_C."""
-        nxt = self.model.suffix_and_heads(batch.next_state)
-        pi_next = nxt.policy_probs
-        q_r, q_c, _, v_c = self.model.heads.critics(
-            self.targets, nxt.state_embedding, nxt.action_embedding
-        )
-        cont = self.hp.gamma * (1.0 - batch.done)
-        y_r = batch.reward + cont * (pi_next * q_r).sum(1)
-        y_c = batch.cost + cont * (pi_next * q_c).sum(1)
-        y_v = batch.cost + cont * v_c
-        return y_r, y_c, y_v
+        with torch.no_grad():
+            nxt = self.model.suffix_and_heads(batch.next_state)
+        return critic_targets(self.model.heads, self.targets, nxt, batch, self.hp.gamma)
 
     @torch.no_grad()
     def anchor(self) -> None:
@@ -246,13 +276,6 @@ class ScapoLearner:
 
     def _policy_log_probs(self, batch: TransitionBatch) -> torch.Tensor:
         return self.model.suffix_and_heads(batch.state).policy_log_probs
-
-    @torch.no_grad()
-    def _polyak(self) -> None:
-        tau = self.hp.target_tau
-        for live, target in zip(self.critics, self.targets, strict=True):
-            for p, tp in zip(live.parameters(), target.parameters(), strict=True):
-                tp.lerp_(p, tau)
 
     def _kl_limited_policy_step(self, batch: TransitionBatch, log_pi_old: torch.Tensor,
                                 h_old: float):
@@ -314,15 +337,10 @@ class ScapoLearner:
 
         out = self.model.suffix_and_heads(batch.state, detach_critic_inputs=True)
 
-        def at_a(q: torch.Tensor) -> torch.Tensor:
-            return q.gather(1, a[:, None]).squeeze(1)
-
-        loss_td_r = td_loss(at_a(out.q_reward), y_r)
-        loss_cql = cql_penalty(out.q_reward, a)
-        loss_q_c = td_loss(at_a(out.q_cost), y_c)
-        loss_v_c = td_loss(out.v_cost, y_v)
+        loss_values, values = value_losses(out.q_reward, out.q_cost, out.v_cost, a,
+                                           (y_r, y_c, y_v), self.hp.alpha_cql)
         loss_c = safety_loss(out.constraint_logits, a, batch.cost)
-        critic_loss = loss_td_r + self.hp.alpha_cql * loss_cql + loss_q_c + loss_v_c + loss_c
+        critic_loss = loss_values + loss_c
 
         log_pi = out.policy_log_probs
         log_pi_old = log_pi.detach()
@@ -344,7 +362,7 @@ class ScapoLearner:
         gn_c = nn.utils.clip_grad_norm_(self.critic_params, self.hp.max_grad_norm)
         gn_a = nn.utils.clip_grad_norm_(self.actor_params, self.hp.max_grad_norm)
         self.critic_opt.step()
-        self._polyak()
+        polyak(self.critics, self.targets, self.hp.target_tau)
         h = float(entropy(log_pi_old).mean())
         kl, rejected, accepted, h_trial = self._kl_limited_policy_step(batch, log_pi_old, h)
         # Dual step on where the gradient leads, not on where the floor held pi: alpha must
@@ -356,10 +374,7 @@ class ScapoLearner:
         self.rejected_policy_steps += rejected
         self.dropped_policy_steps += int(not accepted)
         return {
-            "loss_q_reward": float(loss_td_r.detach()),
-            "loss_cql": float(loss_cql.detach()),
-            "loss_q_cost": float(loss_q_c.detach()),
-            "loss_v_cost": float(loss_v_c.detach()),
+            **{k: float(v.detach()) for k, v in values.items()},
             "loss_constraint": float(loss_c.detach()),
             "loss_policy": -float(objective.detach()),
             "kl": kl,

@@ -18,6 +18,7 @@ all ranks see bit-identical features).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -51,6 +52,7 @@ from safari_ros.core import (
 from safari_ros.core.features import DEPTH_CHANNELS
 from safari_ros.core.hparams import PretrainConfig
 from safari_ros.core.losses import bc_loss, bc_weights
+from safari_ros.core.scapo import critic_targets, polyak, value_losses
 from safari_ros.pretrain.features import (
     CacheStats,
     FeatureSet,
@@ -236,6 +238,18 @@ def evaluate(model: SafariModel, data: FeatureSet, device: torch.device) -> dict
     }
 
 
+def next_rows(data: FeatureSet) -> torch.Tensor:
+    """(S,) the row of each step's next state: the following row of the same episode, the step
+    itself where the episode ends (its `done` stops the bootstrap), -1 where it ends without
+    `done` (cut short: no next state to bootstrap from)."""
+    nxt = torch.arange(1, len(data) + 1)
+    same = torch.zeros(len(data), dtype=torch.bool)
+    same[:-1] = data.episode[1:] == data.episode[:-1]
+    ended = ~same
+    nxt[ended] = torch.where(data.done[ended] > 0.5, torch.nonzero(ended).squeeze(1), -1)
+    return nxt
+
+
 def warm_up_heads(model: SafariModel, data: FeatureSet, steps: int, batch_size: int,
                   seed: int, device: torch.device) -> dict[str, Any]:
     """Linear probing before fine-tuning (LP-FT, Kumar et al. 2022): `steps` Adam updates of
@@ -244,34 +258,64 @@ def warm_up_heads(model: SafariModel, data: FeatureSet, steps: int, batch_size: 
     these are the embeddings the heads meet when the adapters join. A head update costs the
     heads' arithmetic only (~6 ms on 2 cores, against ~150 ms through the adapted blocks), so
     the heads fit their demonstrations before the adapters move, instead of the adapters
-    bending the backbone's features towards a random head."""
+    bending the backbone's features towards a random head.
+
+    With `learning.pretrain.offline_critics` the critics also take SCAPO's own critic losses
+    (core.scapo.value_losses: TD against Polyak targets, CQL on Q_r) on the logged rewards and
+    costs, reading the state detached as online; steps cut short without a next state are not
+    sampled."""
     t0 = time.perf_counter()
-    hp = model.hp.pretrain
+    hp, scapo = model.hp.pretrain, model.hp.scapo
+    heads = model.heads
     with torch.no_grad():
         parts = [model.backbone.pool_and_patches(
                      model.residual_stream(data.tokens[i:i + EVAL_CHUNK], adapted=False))
                  for i in range(0, len(data), EVAL_CHUNK)]
     pooled = torch.cat([p[0] for p in parts])
-    patches = torch.cat([p[1] for p in parts]) if model.heads.readout is not None else None
-    params = [p for p in model.heads.parameters() if p.requires_grad]
+    patches = torch.cat([p[1] for p in parts]) if heads.readout is not None else None
+
+    def outputs(rows: torch.Tensor) -> tuple[HeadOutputs, TransitionBatch]:
+        batch = data.batch(rows, device)
+        r = rows.to(pooled.device)
+        return heads(pooled[r], batch.state.depth, batch.state.proprio, batch.state.instruction,
+                     patches=None if patches is None else patches[r]), batch
+
+    critics = heads.critic_modules()
+    targets = [copy.deepcopy(m).requires_grad_(False) for m in critics]
+    nxt = next_rows(data)
+    rows = torch.nonzero(nxt >= 0).squeeze(1) if hp.offline_critics else torch.arange(len(data))
+    params = [p for p in heads.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=hp.lr)
     gen = torch.Generator().manual_seed(seed)
-    losses = []
+    losses, value_terms = [], []
     for _ in range(steps):
-        idx = torch.randint(0, len(data), (batch_size,), generator=gen)
-        batch = data.batch(idx, device)
-        out = model.heads(pooled[idx.to(pooled.device)], batch.state.depth, batch.state.proprio,
-                          batch.state.instruction,
-                          patches=None if patches is None else patches[idx.to(patches.device)])
+        idx = rows[torch.randint(0, len(rows), (batch_size,), generator=gen)]
+        out, batch = outputs(idx)
         loss, _ = pretrain_loss(out, batch, hp)
+        if hp.offline_critics:
+            with torch.no_grad():
+                after, _ = outputs(nxt[idx])
+            y = critic_targets(heads, targets, after, batch, scapo.gamma)
+            q_r, q_c, _, v_c = heads.critics(critics, out.state_embedding.detach(),
+                                             out.action_embedding.detach())
+            values, terms = value_losses(q_r, q_c, v_c, batch.action, y, scapo.alpha_cql)
+            loss = loss + values
+            value_terms.append({k: float(v.detach()) for k, v in terms.items()})
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if hp.offline_critics:
+            polyak(critics, targets, scapo.target_tau)
         losses.append(float(loss.detach()))
     tail = max(1, min(100, steps // 10))
-    return {"steps": steps, "seconds": time.perf_counter() - t0,
-            "loss_first": float(np.mean(losses[:tail])) if losses else None,
-            "loss_last": float(np.mean(losses[-tail:])) if losses else None}
+    report: dict[str, Any] = {
+        "steps": steps, "seconds": time.perf_counter() - t0,
+        "loss_first": float(np.mean(losses[:tail])) if losses else None,
+        "loss_last": float(np.mean(losses[-tail:])) if losses else None}
+    if value_terms:
+        report["critics_last"] = {k: float(np.mean([t[k] for t in value_terms[-tail:]]))
+                                  for k in value_terms[0]}
+    return report
 
 
 def _grounding_error(model: SafariModel, out: HeadOutputs,
