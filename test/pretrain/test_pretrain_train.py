@@ -84,6 +84,15 @@ def test_feature_cache_is_reused_and_identical(config_path, demo_bag, tmp_path):
     assert other.misses == [str(demo_bag)]
 
 
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def warm_up(model, data) -> dict:
+    """300 warm-up updates of 32 steps on the CPU."""
+    return warm_up_heads(model, data, steps=300, batch_size=32, seed=0, device=torch.device("cpu"))
+
+
 def test_heads_warm_up_alone_before_the_adapters_join(config_path, demo_bag, tmp_path):
     torch.manual_seed(0)
     model = build_model(load_config(config_path))
@@ -96,11 +105,9 @@ def test_heads_warm_up_alone_before_the_adapters_join(config_path, demo_bag, tmp
             chosen = model.suffix_and_heads(batch.state).policy_logits.argmax(1)
         return float((chosen == batch.action)[fit].float().mean())
 
-    adapters = {k: v.clone() for k, v in model.adapters.state_dict().items()}
-    heads = {k: v.clone() for k, v in model.heads.state_dict().items()}
+    adapters, heads = snapshot(model.adapters), snapshot(model.heads)
     before = accuracy()
-    stats = warm_up_heads(model, data, steps=300, batch_size=32, seed=0,
-                          device=torch.device("cpu"))
+    stats = warm_up(model, data)
     after = accuracy()
     print(f"BC accuracy on the fitted steps: {before:.2f} -> {after:.2f}, loss "
           f"{stats['loss_first']:.2f} -> {stats['loss_last']:.2f}")
@@ -140,10 +147,9 @@ def test_offline_critics_rank_the_demonstrated_actions_first(config_path, demo_b
         at = q.gather(1, batch.action[:, None]).squeeze(1)
         return float((at - (q.sum(1) - at) / (q.shape[1] - 1)).mean())
 
-    critics = {k: v.clone() for k, v in model.heads.reward_critic.state_dict().items()}
+    critics = snapshot(model.heads.reward_critic)
     before = margin()
-    stats = warm_up_heads(model, data, steps=300, batch_size=32, seed=0,
-                          device=torch.device("cpu"))
+    stats = warm_up(model, data)
     after = margin()
     print(f"Q_r margin of the demonstrated action: {before:.3f} -> {after:.3f}; "
           f"{stats['critics_last']}")
