@@ -309,7 +309,7 @@ class SafariHeads(nn.Module):
 
     @staticmethod
     def critics(
-        modules: list[nn.Module], state: torch.Tensor, actions: torch.Tensor
+        modules: Sequence[nn.Module], state: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(Q_r, Q_c, C logits, V_C) from critic `modules` (the live ones or the targets)."""
         reward_critic, cost_critic, v_cost = modules

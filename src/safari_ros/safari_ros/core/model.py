@@ -173,6 +173,11 @@ class SafariModel(nn.Module):
         embeddings (B, P, E)."""
         return self.backbone.pool_and_patches(self.residual_stream(tokens))
 
+    def frozen_pool_and_patches(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer-k tokens (B, N, D) -> the frozen backbone's pooled embedding (B, E) and patch
+        embeddings (B, P, E): the adapters left out."""
+        return self.backbone.pool_and_patches(self.residual_stream(tokens, adapted=False))
+
     @property
     def readout_reads_frozen(self) -> bool:
         """Whether the spatial readout attends over the frozen blocks' patch embeddings."""
@@ -191,7 +196,7 @@ class SafariModel(nn.Module):
         elif self.readout_reads_frozen:
             pooled = self.suffix(s.tokens)
             with torch.no_grad():
-                patches = self.backbone.pool_and_patches(self.residual_stream(s.tokens, False))[1]
+                patches = self.frozen_pool_and_patches(s.tokens)[1]
         else:
             pooled, patches = self.suffix_with_patches(s.tokens)
         return self.heads(pooled, s.depth, s.proprio, s.instruction, detach_critic_inputs,

@@ -69,8 +69,7 @@ def critic_targets(heads: SafariHeads, targets: Sequence[nn.Module], nxt: HeadOu
     """Bootstrap targets (y_r, y_c, y_v) of Q_r, Q_c (expected under pi at s') and V_C, from
     the heads' outputs at s' (`nxt`) and the target critics."""
     with torch.no_grad():
-        q_r, q_c, _, v_c = heads.critics(list(targets), nxt.state_embedding,
-                                         nxt.action_embedding)
+        q_r, q_c, _, v_c = heads.critics(targets, nxt.state_embedding, nxt.action_embedding)
         pi_next = nxt.policy_probs
         cont = gamma * (1.0 - batch.done)
         return (batch.reward + cont * (pi_next * q_r).sum(1),
@@ -87,7 +86,8 @@ def value_losses(q_reward: torch.Tensor, q_cost: torch.Tensor, v_cost: torch.Ten
     q_c_a = q_cost.gather(1, action[:, None]).squeeze(1)
     terms = {"loss_q_reward": td_loss(q_r_a, y_r), "loss_cql": cql_penalty(q_reward, action),
              "loss_q_cost": td_loss(q_c_a, y_c), "loss_v_cost": td_loss(v_cost, y_v)}
-    total = sum(terms.values()) + (alpha_cql - 1.0) * terms["loss_cql"]
+    total = (terms["loss_q_reward"] + alpha_cql * terms["loss_cql"] + terms["loss_q_cost"]
+             + terms["loss_v_cost"])
     return total, terms
 
 

@@ -268,8 +268,7 @@ def warm_up_heads(model: SafariModel, data: FeatureSet, steps: int, batch_size: 
     hp, scapo = model.hp.pretrain, model.hp.scapo
     heads = model.heads
     with torch.no_grad():
-        parts = [model.backbone.pool_and_patches(
-                     model.residual_stream(data.tokens[i:i + EVAL_CHUNK], adapted=False))
+        parts = [model.frozen_pool_and_patches(data.tokens[i:i + EVAL_CHUNK])
                  for i in range(0, len(data), EVAL_CHUNK)]
     pooled = torch.cat([p[0] for p in parts])
     patches = torch.cat([p[1] for p in parts]) if heads.readout is not None else None
@@ -281,9 +280,11 @@ def warm_up_heads(model: SafariModel, data: FeatureSet, steps: int, batch_size: 
                      patches=None if patches is None else patches[r]), batch
 
     critics = heads.critic_modules()
-    targets = [copy.deepcopy(m).requires_grad_(False) for m in critics]
-    nxt = next_rows(data)
-    rows = torch.nonzero(nxt >= 0).squeeze(1) if hp.offline_critics else torch.arange(len(data))
+    rows = torch.arange(len(data))
+    if hp.offline_critics:
+        targets = [copy.deepcopy(m).requires_grad_(False) for m in critics]
+        nxt = next_rows(data)
+        rows = rows[nxt >= 0]
     params = [p for p in heads.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=hp.lr)
     gen = torch.Generator().manual_seed(seed)
