@@ -48,6 +48,13 @@ def test_pretraining_learns_actions_and_costs(config_path, demo_bag, tmp_path):
     assert held["constraint_auroc"] > 0.8
     assert 0.0 <= held["constraint_ece"] < 0.2
     assert held["costly_steps"] >= 10 and report["data"]["heldout_episodes"] == 9
+    # accuracy is the recalls' average weighted by how often each action was demonstrated
+    recall = held["action_recall"]
+    assert set(recall) <= set(report["action_names"]) and len(recall) >= 3
+    assert min(recall.values()) <= held["action_accuracy"] <= max(recall.values())
+    fit = report["train_fit"]  # as many training steps as held-out ones
+    assert fit["steps"] == min(report["data"]["train_steps"], held["steps"])
+    assert fit["action_accuracy"] > 3 * fit["chance_accuracy"]
     assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 0
     history = report["history"]
     assert history[-1]["train"]["loss"] < history[0]["train"]["loss"]

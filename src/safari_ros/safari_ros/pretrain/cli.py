@@ -239,7 +239,9 @@ def _train(args: argparse.Namespace) -> int:
         print(json.dumps({"checkpoint": str(result.checkpoint),
                           "report": str(Path(args.out) / "pretrain_report.json"),
                           **{k: held.get(k) for k in ("action_accuracy", "constraint_auroc",
-                                                      "constraint_ece")},
+                                                      "constraint_ece", "action_recall")},
+                          "train_action_accuracy": result.report["train_fit"].get(
+                              "action_accuracy"),
                           **({"labels": {k: labels[k] for k in (
                               "steps", "labelled", "skipped", "skipped_by_reason", "residual",
                               "residual_threshold")}} if labels else {})}, indent=2))

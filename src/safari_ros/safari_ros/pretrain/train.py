@@ -203,8 +203,10 @@ def split_episodes(episode: torch.Tensor, fraction: float,
 
 @torch.no_grad()
 def evaluate(model: SafariModel, data: FeatureSet, device: torch.device) -> dict[str, Any]:
-    """Held-out loss terms, action accuracy on expert steps (executed == proposed) and on all
-    steps, AUROC and expected calibration error of C(s, a_data) against the cost."""
+    """Loss terms, action accuracy on expert steps (executed == proposed) and on all steps,
+    each action's recall on expert steps (how often pi's argmax is the demonstrated action
+    where that action was demonstrated), AUROC and expected calibration error of C(s, a_data)
+    against the cost."""
     if len(data) == 0:
         return {}
     model.eval()
@@ -231,6 +233,8 @@ def evaluate(model: SafariModel, data: FeatureSet, device: torch.device) -> dict
         "costly_steps": int(costly.sum()),
         "action_accuracy": float((chosen == action)[expert].mean()) if expert.any() else None,
         "action_accuracy_all": float((chosen == action).mean()),
+        "action_recall": {model.action_names[a]: float((chosen == a)[expert & (action == a)].mean())
+                          for a in np.unique(action[expert])},
         "chance_accuracy": 1.0 / len(model.actions),
         "constraint_auroc": auroc(c, costly),
         "constraint_ece": expected_calibration_error(c, costly),
@@ -586,6 +590,10 @@ def _run(cfg: dict[str, Any], bags: list[Path], out: Path, s: TrainSettings, tma
         "head_warmup": warmup,
         "history": history,
         "heldout": history[-1]["heldout"] if history else {},
+        # The same on as many training steps as are held out: how well pi fits its own
+        # demonstrations, beside how well it carries over to new layouts.
+        "train_fit": evaluate(model, train.subset(torch.arange(min(len(train), len(held)))),
+                              device) if d.main else {},
     }
     if not d.main:
         return PretrainResult(report, None, finished)
