@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections import defaultdict
+from collections.abc import Callable
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
@@ -30,12 +31,10 @@ import torch
 
 from safari_ros.config import load_config
 from safari_ros.core import build_model
-from safari_ros.core.batch import StateBatch
 from safari_ros.core.checkpoint import load_checkpoint
-from safari_ros.core.features import proprio_vector
-from safari_ros.core.heads import DEPTH_CHANNELS, INSTRUCTION_PARTS
+from safari_ros.core.heads import DEPTH_CHANNELS
 from safari_ros.core.model import SafariModel, depth_lifter
-from safari_ros.evaluation.loop import make_envs
+from safari_ros.evaluation.loop import make_envs, observe_states
 from safari_ros.evaluation.models import perceive
 from safari_ros.sim.oracle import ScriptedOracle
 from safari_ros.sim.tasks import TEMPLATES
@@ -45,22 +44,14 @@ NEAR_M = 0.06  # TCP within this of the named object (x, y): the frames where a 
 
 @torch.no_grad()
 def readout_and_action(model: SafariModel, obs: dict, instruction: str,
-                       lift: object) -> tuple[np.ndarray, int]:
+                       lift: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[np.ndarray,
+                                                                                     int]:
     """The readout's base-frame estimate per query (Q, 3) and the greedy action, for one frame
     as perception and the policy see it."""
-    n = model.hp.heads.n_joints
-    tokens = perceive(model, obs["rgb"][None])
-    depth = torch.from_numpy(lift(obs["depth"], obs["camera_k"])[None])
-    p = obs["proprio"]
-    proprio = torch.from_numpy(proprio_vector(p[:n], p[n:2 * n], p[2 * n:], n)[None])
-    instr = model.encode_instruction([instruction])
-    out = model.suffix_and_heads(StateBatch(tokens, depth, proprio, instr))
-    readout = model.heads.readout
-    e = model.backbone.embed_dim
-    phrases = instr[:, INSTRUCTION_PARTS * e:].reshape(1, readout.n_queries, e)
-    points = depth.reshape(1, -1, DEPTH_CHANNELS)
-    patches = model.frozen_pool_and_patches(tokens)[1]
-    where = readout.locate(readout.attention(patches, phrases), points)[0]
+    state = observe_states(model, lambda rgb: perceive(model, rgb), lift, [obs], [instruction])
+    out = model.suffix_and_heads(state)
+    points = state.depth.reshape(1, -1, DEPTH_CHANNELS)
+    where = model.heads.readout.locate(out.readout_attention, points)[0]
     return where.numpy(), int(out.policy_logits.argmax(1))
 
 

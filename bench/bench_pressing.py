@@ -10,13 +10,14 @@ cost; in the main job's learning episodes these costs came after runs of `move_d
 (development runs of 2026-12-03: 2-5 of 20 episodes).
 
 For each episode the scripted oracle brings the TCP over the named object (x, y within 2 cm),
-then `move_down` is proposed --presses times; each proposal goes through the stack's
-`Shield.decide` and what it lets through runs in the simulator exactly as predicted. Every servo
-tick the TCP's speed (mj_objectVelocity) and the simulator's cost sources are read.
+then `move_down` is proposed --presses times; each proposal goes through the stack's shield
+(`Shield.decide`, as evaluation.loop.ShieldGate runs it) and what it lets through runs in the
+simulator. Every servo tick the TCP's speed (mj_objectVelocity) and the simulator's cost
+sources are read.
 
     python bench/bench_pressing.py [--episodes 24] [--presses 6] [--seed 3300000]
 
-Prints figures only (not a test). About 1.5 minutes on 2 cores (physics only, nothing rendered).
+Prints figures only (not a test). About 15 seconds on 2 cores (physics only, nothing rendered).
 """
 
 from __future__ import annotations
@@ -30,42 +31,35 @@ import mujoco
 import numpy as np
 
 from safari_ros.config import load_config
-from safari_ros.robot.primitives import PrimitivePlanner
-from safari_ros.safety.shield import ArmState, Shield
+from safari_ros.evaluation.loop import ShieldGate
 from safari_ros.sim import TabletopSim
 from safari_ros.sim.oracle import ScriptedOracle
 from safari_ros.sim.tasks import TEMPLATES
 
 OVER_M = 0.02  # TCP this close (x, y) to the named object: start pressing
+HARD_LIMITS = {"enabled": True, "learned_check": False, "learned_critic": "c"}
 
 
 class Presser:
-    """One simulator and the shield in front of it, stepping one primitive at a time."""
+    """One simulator and the harness's shield in front of it (evaluation.loop.ShieldGate: the
+    shield node's Shield, planner and backups; hard limits only), one primitive at a time."""
 
     def __init__(self, cfg: dict) -> None:
         self.sim = TabletopSim(cfg)
-        self.shield = Shield(cfg)
-        self.planner = PrimitivePlanner(cfg)
-        self.names = [a.name for a in self.shield.actions]
-        self.finger = 0.0
+        self.gate = ShieldGate(cfg, HARD_LIMITS, gamma=0.0, n_envs=1)
+        self.names = [a.name for a in self.gate.shield.actions]
 
     def reset(self, seed: int, template: str) -> None:
-        """A new layout; the planner forgets its lattice as the shield node's does."""
+        """A new layout; the shield's planner forgets its lattice."""
         self.sim.reset(seed=seed, template=template)
-        self.planner.reset()
-        self.finger = float(self.sim.joint_state().position[7])
+        self.gate.reset(0)
 
     def step(self, action: int) -> tuple[str, float, set[str]]:
         """Propose `action`; returns what the shield executed, the peak TCP speed (m/s) over the
         control period and the cost sources that fired."""
-        js = self.sim.joint_state()
-        verdict = self.shield.decide(action, np.zeros(len(self.names)),
-                                     ArmState(js.position[:7], js.velocity[:7], self.finger),
-                                     planner=self.planner)
-        if verdict.plan is not None:
-            self.finger = verdict.plan.finger_target
+        executed, _, _ = self.gate.decide(0, self.sim, action, np.zeros(len(self.names)))
         sim, m, d = self.sim, self.sim.model, self.sim.data
-        sim.command_action(verdict.executed.index)
+        sim.command_action(executed)
         sim.steps += 1
         peak, fired = 0.0, set()
         velocity = np.zeros(6)
@@ -74,7 +68,7 @@ class Presser:
             mujoco.mj_objectVelocity(m, d, mujoco.mjtObj.mjOBJ_SITE, sim._tcp, velocity, 0)
             peak = max(peak, float(np.linalg.norm(velocity[3:])))
             fired |= {k for k, v in report.cost_sources.items() if v}
-        return verdict.executed.name, peak, fired
+        return self.names[executed], peak, fired
 
 
 def main() -> None:

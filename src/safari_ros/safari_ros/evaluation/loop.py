@@ -33,7 +33,7 @@ from safari_ros.safety.shield import ArmState, Shield
 from safari_ros.sim import ENV_ID
 from safari_ros.sim.tabletop import TabletopSim
 
-__all__ = ["EpisodeRecord", "OnlineLoop", "ShieldGate", "make_envs"]
+__all__ = ["EpisodeRecord", "OnlineLoop", "ShieldGate", "make_envs", "observe_states"]
 
 CRITICS = ("c", "v_c", "both")
 
@@ -65,6 +65,24 @@ class EpisodeRecord:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return asdict(self)
+
+
+@torch.no_grad()
+def observe_states(model: torch.nn.Module, perceive: Callable[[np.ndarray], torch.Tensor],
+                   lift: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                   observations: Sequence[dict], instructions: Sequence[str]) -> StateBatch:
+    """States of several environment frames, as perception_node builds them (on the CPU, like
+    replay): `perceive` the images to the state's tokens, `lift` each depth image
+    (core.model.depth_lifter), proprioception and the encoded instructions."""
+    n = model.hp.heads.n_joints
+    tokens = perceive(np.stack([o["rgb"] for o in observations])).cpu()
+    depth = np.stack([lift(o["depth"], o["camera_k"]) for o in observations])
+    proprio = np.stack([
+        proprio_vector(o["proprio"][:n], o["proprio"][n:2 * n], o["proprio"][2 * n:], n)
+        for o in observations
+    ])
+    instruction = model.encode_instruction(list(instructions)).cpu()
+    return StateBatch(tokens, torch.from_numpy(depth), torch.from_numpy(proprio), instruction)
 
 
 def make_envs(cfg: dict[str, Any], split: str, n: int) -> list[gym.Env]:
@@ -180,7 +198,6 @@ class OnlineLoop:
         self.sampling = sampling
         self.gen = torch.Generator().manual_seed(seed)
         hp = model.hp
-        self.n_joints = hp.heads.n_joints
         self.lift = depth_lifter(hp)
         self.batch_size = hp.scapo.batch_size
         self.updates_per_step = hp.scapo.updates_per_step
@@ -192,18 +209,9 @@ class OnlineLoop:
         self.refusals = [RefusalMemory(n_actions) for _ in self.envs]  # as policy_node keeps
 
     # ------------------------------------------------------------------------ perception
-    @torch.no_grad()
     def observe(self, observations: Sequence[dict], instructions: Sequence[str]) -> StateBatch:
-        """States of several frames, as perception_node builds them (on the CPU, like replay)."""
-        n = self.n_joints
-        tokens = self.perceive(np.stack([o["rgb"] for o in observations])).cpu()
-        depth = np.stack([self.lift(o["depth"], o["camera_k"]) for o in observations])
-        proprio = np.stack([
-            proprio_vector(o["proprio"][:n], o["proprio"][n:2 * n], o["proprio"][2 * n:], n)
-            for o in observations
-        ])
-        instruction = self.model.encode_instruction(list(instructions)).cpu()
-        return StateBatch(tokens, torch.from_numpy(depth), torch.from_numpy(proprio), instruction)
+        """States of several frames (see `observe_states`)."""
+        return observe_states(self.model, self.perceive, self.lift, observations, instructions)
 
     def _choose(self, probs: torch.Tensor) -> list[int]:
         if self.sampling:
