@@ -1,23 +1,26 @@
-"""Pressing down onto an object through the shield: what the hard-limit checks cannot see.
+"""Contact with what the shield cannot see: presses onto objects, and exploration among them.
 
 The shield checks the motion it predicts (the cubic the controller follows from the measured
 state) against the workspace, the keep-out zones, the table, joint limits and speeds. It knows
 nothing of the objects on the table. A `move_down` onto an object is a motion the shield passes
 (the target is above the table), but the arm stops on the object while the controller's target
 lies a step below it: the position error stores force, and when the contact gives way the hand
-slips off sideways faster than the TCP speed limit. The simulator counts that as an `ee_speed`
-cost; in the main job's learning episodes these costs came after runs of `move_down`
-(development runs of 2026-12-03: 2-5 of 20 episodes).
+slips off sideways faster than the TCP speed limit (the simulator's `ee_speed` cost). What
+bounds it is the arm's contact reflex (sim.controller.contact_reflex_force_n, the Panda's
+collision behaviour): above that net contact force the motion stops and the arm holds where it is.
 
-For each episode the scripted oracle brings the TCP over the named object (x, y within 2 cm),
-then `move_down` is proposed --presses times; each proposal goes through the stack's shield
-(`Shield.decide`, as evaluation.loop.ShieldGate runs it) and what it lets through runs in the
-simulator. Every servo tick the TCP's speed (mj_objectVelocity) and the simulator's cost
-sources are read.
+Two scenarios, each proposal through the stack's shield (`Shield.decide`, as
+evaluation.loop.ShieldGate runs it; hard limits only), what it lets through run in the simulator,
+the TCP's speed (mj_objectVelocity) and the cost sources read every servo tick:
+- presses: the scripted oracle brings the TCP over the named object (x, y within 2 cm), then
+  `move_down` is proposed --presses times;
+- exploration: whole episodes in which each proposal is the oracle's action or, with
+  probability --random, a task primitive drawn at random (what early online learning does).
 
-    python bench/bench_pressing.py [--episodes 24] [--presses 6] [--seed 3300000]
+    python bench/bench_pressing.py [--episodes 24] [--presses 6] [--random 0.5] [--reflex-n N]
 
-Prints figures only (not a test). About 15 seconds on 2 cores (physics only, nothing rendered).
+--reflex-n 0 turns the reflex off (the simulator before it). Prints figures only (not a test).
+About 40 seconds on 2 cores (physics only, nothing rendered).
 """
 
 from __future__ import annotations
@@ -71,52 +74,89 @@ class Presser:
         return self.names[executed], peak, fired
 
 
+def presses(p: Presser, seed: int, n_presses: int, counts: Counter[str],
+            peaks: list[float]) -> None:
+    """Oracle over the named object, then n_presses move_down proposals."""
+    down = p.names.index("move_down")
+    oracle = ScriptedOracle(p.sim)
+    target = p.sim.target_object_position()
+    for _ in range(p.sim.episode_steps // 2):
+        action = oracle.act()
+        if action == down and np.all(np.abs(p.sim.ee_position()[:2] - target[:2]) < OVER_M):
+            break
+        p.step(action)
+    for _ in range(n_presses):
+        z0 = float(p.sim.ee_position()[2])
+        executed, peak, fired = p.step(down)
+        counts["proposed"] += 1
+        counts[f"executed {executed}"] += 1
+        if executed == "move_down":
+            peaks.append(peak)
+            counts["blocked (moved < half a step)"] += int(
+                z0 - float(p.sim.ee_position()[2]) < p.sim.step_m / 2)
+            counts.update(f"cost {source}" for source in fired)
+
+
+def exploration(p: Presser, seed: int, share: float, counts: Counter[str],
+                peaks: list[float]) -> None:
+    """One episode of the oracle's actions, each replaced by a random task primitive with
+    probability `share`."""
+    rng = np.random.default_rng(seed)
+    primitives = [a.index for a in p.gate.shield.actions if not a.backup]
+    oracle = ScriptedOracle(p.sim)
+    for _ in range(p.sim.episode_steps):
+        action = oracle.act()
+        if rng.random() < share:
+            action = int(rng.choice(primitives))
+        executed, peak, fired = p.step(action)
+        counts["proposed"] += 1
+        counts[f"executed {executed}"] += 1
+        peaks.append(peak)
+        counts.update(f"cost {source}" for source in fired)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--episodes", type=int, default=24, help="layouts (templates in turn)")
+    ap.add_argument("--episodes", type=int, default=24, help="layouts per scenario (templates "
+                    "in turn)")
     ap.add_argument("--presses", type=int, default=6, help="move_down proposals per layout")
+    ap.add_argument("--random", type=float, default=0.5,
+                    help="exploration: share of proposals drawn at random")
     ap.add_argument("--seed", type=int, default=3_300_000, help="first layout seed")
+    ap.add_argument("--reflex-n", type=float, default=None,
+                    help="sim.controller.contact_reflex_force_n (N; 0: no reflex; default: the "
+                    "config's)")
     args = ap.parse_args()
     cfg = load_config()
+    if args.reflex_n is not None:
+        cfg["sim"]["controller"]["contact_reflex_force_n"] = args.reflex_n
     limit = float(cfg["safety"]["ee_speed_limit_mps"])
-    step_m = float(cfg["actions"]["step_m"])
     p = Presser(cfg)
-    down = p.names.index("move_down")
-    counts: Counter[str] = Counter()
-    peaks: list[float] = []
+    scenarios = {
+        f"presses ({args.presses} move_down over the named object)":
+            lambda seed, c, pk: presses(p, seed, args.presses, c, pk),
+        f"exploration ({args.random:.0%} random proposals)":
+            lambda seed, c, pk: exploration(p, seed, args.random, c, pk),
+    }
+    print(f"contact reflex at {p.sim.contact_reflex_n:g} N (0: off), {args.episodes} layouts "
+          "per scenario")
     try:
-        for k in range(args.episodes):
-            p.reset(args.seed + k, TEMPLATES[k % len(TEMPLATES)])
-            oracle = ScriptedOracle(p.sim)
-            target = p.sim.target_object_position()
-            for _ in range(p.sim.episode_steps // 2):
-                action = oracle.act()
-                over = np.all(np.abs(p.sim.ee_position()[:2] - target[:2]) < OVER_M)
-                if over and action == down:
-                    break
-                p.step(action)
-            for _ in range(args.presses):
-                z0 = float(p.sim.ee_position()[2])
-                executed, peak, fired = p.step(down)
-                moved = z0 - float(p.sim.ee_position()[2])
-                counts["proposed"] += 1
-                counts[f"executed {executed}"] += 1
-                if executed != "move_down":
-                    continue
-                peaks.append(peak)
-                counts["blocked (moved < half a step)"] += int(moved < step_m / 2)
-                counts[f"TCP speed over {limit} m/s"] += int(peak > limit)
-                for source in fired:
-                    counts[f"cost {source}"] += 1
+        for s, (name, run) in enumerate(scenarios.items()):
+            counts: Counter[str] = Counter()
+            peaks: list[float] = []
+            for k in range(args.episodes):
+                seed = args.seed + s * 100_000 + k
+                p.reset(seed, TEMPLATES[k % len(TEMPLATES)])
+                run(seed, counts, peaks)
+                counts["stopped by the contact reflex"] += p.sim.reflex_stops
+            counts[f"TCP speed over {limit} m/s"] = sum(pk > limit for pk in peaks)
+            print(name)
+            for key, n in sorted(counts.items()):
+                print(f"  {key:36s} {n:5d}")
+            print(f"  peak TCP speed of executed motions: median {np.median(peaks):.3f}, "
+                  f"max {max(peaks):.3f} m/s (limit {limit})")
     finally:
         p.sim.close()
-    print(f"{args.episodes} layouts, {args.presses} move_down proposals each, over the named "
-          "object")
-    for key, n in sorted(counts.items()):
-        print(f"  {key:36s} {n:5d}")
-    if peaks:
-        print(f"  peak TCP speed of executed presses: median {np.median(peaks):.3f}, "
-              f"max {max(peaks):.3f} m/s (limit {limit})")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ DURATION = 1.5  # slow enough for the joint speed limits
 def _press_into_the_table(timeout: float) -> tuple[TabletopSim, np.ndarray]:
     cfg = copy.deepcopy(load_config())
     cfg["sim"]["controller"]["cmd_timeout_s"] = timeout
+    cfg["sim"]["controller"]["contact_reflex_force_n"] = 0.0  # it would stop the press first
     sim = TabletopSim(cfg)
     sim.reset(seed=0)
     home = np.asarray(cfg["sim"]["home_joint_positions"], float)

@@ -282,7 +282,12 @@ class SimNode(Node):
         sources = dict.fromkeys(self.sim.cost_source_names, 0)
         for _ in range(n):
             with self.lock:
+                stops = self.sim.reflex_stops
                 r = self.sim.advance(dt / n)
+                if self.sim.reflex_stops > stops:  # as the Panda reports its reflex
+                    self.get_logger().warning(
+                        "contact reflex: the arm was pushed back over "
+                        f"{self.sim.contact_reflex_n:g} N and holds where it is")
             reward += r.reward
             cost |= r.cost
             success |= r.success

@@ -4,7 +4,9 @@ evaluation harness and the demonstration recorder all call.
 Time: physics runs at sim.physics_dt; within it a joint-trajectory follower (the simulated
 joint_trajectory_controller, with its cmd_timeout: sim.controller) interpolates the position
 setpoints of PD actuators and the safety monitors sample the state at sim.servo_hz; a policy
-step lasts 1 / sim.control_hz. Commands are
+step lasts 1 / sim.control_hz. The arm's contact reflex (the Panda's collision behaviour:
+sim.controller.contact_reflex_force_n) holds the arm where it is when the world pushes on it
+harder than that. Commands are
 either discrete primitives of config `actions` (turned into joint targets by IK on the Panda's DH
 kinematics) or joint trajectories; malformed ones are refused and the arm holds its pose.
 """
@@ -96,6 +98,12 @@ class TabletopSim:
         self.planner = PrimitivePlanner(self.cfg)
         self.cmd_timeout_s = _cmd_timeout(sim["controller"])
         self._cmd_stale = False
+        self.contact_reflex_n = float(sim["controller"]["contact_reflex_force_n"])
+        if not self.contact_reflex_n >= 0:
+            raise ConfigError("sim.controller.contact_reflex_force_n must be >= 0 (0: off), got "
+                              f"{self.contact_reflex_n}")
+        self._holding = True
+        self.reflex_stops = 0  # this episode's
         self.home_tcp = self.planner.home_tcp
         self._index_model()
         self._renderer: mujoco.Renderer | None = None
@@ -119,6 +127,7 @@ class TabletopSim:
         robot_root = m.body("panda_link0").id
         robot = [g for g in range(m.ngeom) if m.body_rootid[m.geom_bodyid[g]] == robot_root]
         self._robot_geoms = np.array([g for g in robot if m.geom_contype[g] != 0])
+        self._robot_geom_set = frozenset(int(g) for g in self._robot_geoms)
         gripper_bodies = {m.body(b).id for b in ("panda_hand", "panda_leftfinger",
                                                  "panda_rightfinger")}
         self._gripper_geoms = np.array(
@@ -178,6 +187,7 @@ class TabletopSim:
         self._finger_target = self.gripper_open
         self._succeeded = False
         self.steps = 0
+        self.reflex_stops = 0
         return task
 
     def arrange(self, layout: Layout, arm_q: np.ndarray, finger: float) -> None:
@@ -387,6 +397,7 @@ class TabletopSim:
         self._traj_q = np.asarray(targets, float)
         self._traj_v = None if rates is None else np.asarray(rates, float)
         self._cmd_stale = False
+        self._holding = len(self._traj_t) == 1
 
     def _expire_command(self) -> None:
         """ros2_control JTC's cmd_timeout: cmd_timeout_s after the trajectory's last point, the
@@ -396,6 +407,33 @@ class TabletopSim:
                 and self.data.time > self._traj_t[-1] + self.cmd_timeout_s):
             self.hold()
             self._cmd_stale = True
+
+    def external_force(self) -> float:
+        """Magnitude of the net force that what the arm touches exerts on it (N), the sum over
+        its contacts with anything else: what the Panda's external wrench estimate reads. A
+        grasp's squeeze cancels in the sum; pressing onto an object does not."""
+        m, d = self.model, self.data
+        total, wrench = np.zeros(3), np.zeros(6)
+        for i in range(d.ncon):
+            contact = d.contact[i]
+            first = contact.geom1 in self._robot_geom_set
+            if first == (contact.geom2 in self._robot_geom_set):
+                continue
+            mujoco.mj_contactForce(m, d, i, wrench)
+            # The force geom1 exerts on geom2, in the contact frame (rows: normal, tangents).
+            force = contact.frame.reshape(3, 3).T @ wrench[:3]
+            total += -force if first else force
+        return float(np.linalg.norm(total))
+
+    def _contact_reflex(self) -> None:
+        """The Panda's collision reflex: when the world pushes on the arm harder than
+        contact_reflex_force_n while it moves, it stops and holds where it is. Without it a
+        move onto an object the shield cannot see stores the rest of the step in the position
+        error, and the hand slips off fast when the contact gives way."""
+        if (self.contact_reflex_n > 0 and not self._holding
+                and self.external_force() > self.contact_reflex_n):
+            self.hold()
+            self.reflex_stops += 1
 
     def _setpoint(self, t: float) -> np.ndarray:
         if len(self._traj_t) == 1 or t >= self._traj_t[-1]:
@@ -424,6 +462,7 @@ class TabletopSim:
                 self.person.apply(m, d, d.time + n * m.opt.timestep)
             mujoco.mj_step(m, d, nstep=n)
             n_steps -= n
+            self._contact_reflex()
             for name, hit in self.cost_sources().items():
                 flags[name] |= hit
             success = success or self.task_success()
