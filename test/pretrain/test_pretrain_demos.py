@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from conftest import tiny_config
+
 from safari_ros.bags import BagReader, read_episodes
 from safari_ros.config import load_config
+from safari_ros.pretrain.demos import rollout
+from safari_ros.sim import TabletopSim
 
 
 def test_demo_bag_holds_episodes_with_costs_and_perturbations(demo_bag):
@@ -27,3 +31,34 @@ def test_demo_bag_holds_episodes_with_costs_and_perturbations(demo_bag):
     assert any(s.action != s.proposed_action for s in steps)  # perturbed steps are marked
     assert 0 < sum(e.success for e in episodes) < len(episodes) + 1
     assert all(e.steps[-1].done for e in episodes)
+
+
+class _ScriptedDraws:
+    """Stands in for rollout's generator: one perturbation, `action`, at step `at`."""
+
+    def __init__(self, at: int, action: int) -> None:
+        self.at, self.action, self.calls = at, action, 0
+
+    def random(self) -> float:
+        self.calls += 1
+        return 0.0 if self.calls == self.at + 1 else 1.0
+
+    def integers(self, n: int) -> int:
+        return self.action
+
+
+def test_a_perturbed_demonstration_shows_the_recovery():
+    """A random close_gripper on the way to a lift: the oracle plans again from the state, so
+    the very next expert step opens the hand (not a descent with a closed one) and it lifts."""
+    cfg = tiny_config()
+    sim = TabletopSim(cfg)
+    names = [a.name for a in sim.actions]
+    try:
+        episode = rollout(sim, 3, "lift", _ScriptedDraws(2, names.index("close_gripper")),
+                          epsilon=0.5, hold=1, episode_id=0, start_ns=0)
+    finally:
+        sim.close()
+    steps = episode.steps
+    assert names[steps[2].action] == "close_gripper" != names[steps[2].proposed_action]
+    assert names[steps[3].action] == names[steps[3].proposed_action] == "open_gripper"
+    assert episode.success

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sim_helpers import action
 
 from safari_ros.sim import TabletopSim, record_episode
 from safari_ros.sim.oracle import ScriptedOracle
@@ -52,3 +53,42 @@ def test_oracle_acts_on_the_state_alone(sim: TabletopSim, template: str) -> None
             if report.success:
                 break
         assert report.success, f"seed {seed}: {template} not solved"
+
+
+def _run_oracle(sim: TabletopSim, oracle: ScriptedOracle, steps: int) -> bool:
+    for _ in range(steps):
+        if sim.step(oracle.act()).success:
+            return True
+    return False
+
+
+def test_oracle_replans_after_a_grasp_it_did_not_make(sim: TabletopSim) -> None:
+    """A perturbed demonstration step closes the gripper on nothing on the way to the object:
+    after reset() the oracle plans from the state it finds, opens the hand again and lifts."""
+    close, opening = action(sim, "close_gripper"), action(sim, "open_gripper")
+    for seed in range(3):
+        sim.reset(seed=seed, template="lift")
+        oracle = ScriptedOracle(sim)
+        for _ in range(2):
+            sim.step(oracle.act())
+        sim.step(close)
+        oracle.reset()
+        first = oracle.act()
+        assert first == opening, f"seed {seed}: {first} instead of opening the hand"
+        sim.step(first)
+        assert _run_oracle(sim, oracle, sim.episode_steps - 4), f"seed {seed}: not lifted"
+
+
+def test_oracle_keeps_lifting_what_it_holds(sim: TabletopSim) -> None:
+    """Perturbed while holding the object: the plan from the state lifts on, it does not let go."""
+    up, left = action(sim, "move_up"), action(sim, "move_left")
+    sim.reset(seed=1, template="lift")
+    oracle = ScriptedOracle(sim)
+    rest = float(sim.target_object_position()[2])
+    for _ in range(sim.episode_steps):
+        sim.step(oracle.act())
+        if sim.target_object_position()[2] > rest + 0.02:
+            break
+    sim.step(left)
+    oracle.reset()
+    assert oracle.act() == up

@@ -95,6 +95,11 @@ def rollout(
         report = sim.step(executed)
         if report.cost:
             drift_left = 0  # the violation happened: the oracle takes over again
+        if executed != proposed:
+            # The oracle's plan assumed its own action (a grasp it did not make, an object where
+            # it was): it plans again from the state it now finds, so that a perturbed episode
+            # shows the recovery and can still succeed (only successes are cloned).
+            oracle.reset()
         done = report.success or index == sim.episode_steps - 1
         steps.append(Step(
             stamp_ns=stamp, rgb=rgb, depth=depth, camera_k=camera_k,

@@ -16,6 +16,7 @@ import numpy as np
 from safari_ros.sim.tabletop import StepReport, TabletopSim
 
 MAX_STEPS_PER_GOAL = 20  # a goal not reached by then is dropped and the plan rebuilt
+HELD_M = 0.01  # a lift's object this far above its resting height is in the closed hand
 
 
 @dataclass
@@ -40,7 +41,8 @@ class ScriptedOracle:
         self._tries = 0
 
     def reset(self) -> None:
-        """Forget the plan (a new episode starts)."""
+        """Forget the plan: a new episode starts, or something else moved the arm (a perturbed
+        demonstration step) and the next act() plans afresh from the state."""
         self._goals.clear()
         self._tries = 0
 
@@ -61,11 +63,15 @@ class ScriptedOracle:
         gripper_open = self.sim.joint_state().position[7] > 0.5 * self.sim.gripper_open
         goals: list[tuple[str, Any]] = []
         if task.template == "lift":
-            if not gripper_open:
-                goals.append(("gripper", "open_gripper"))
-            goals += [("move", [obj[0], obj[1], z_safe]), ("move", [obj[0], obj[1], z_low]),
-                      ("gripper", "close_gripper"),
-                      ("move", [obj[0], obj[1], z_low + 3 * self.step])]
+            lifted = obj[2] > self.sim.rest_height(task.shape) + HELD_M
+            if lifted and not gripper_open:  # held: go on lifting
+                goals.append(("move", [*self.sim.ee_position()[:2], z_low + 3 * self.step]))
+            else:
+                if not gripper_open:
+                    goals.append(("gripper", "open_gripper"))
+                goals += [("move", [obj[0], obj[1], z_safe]), ("move", [obj[0], obj[1], z_low]),
+                          ("gripper", "close_gripper"),
+                          ("move", [obj[0], obj[1], z_low + 3 * self.step])]
         elif task.template == "touch":
             if gripper_open:
                 goals.append(("gripper", "close_gripper"))
