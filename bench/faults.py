@@ -281,7 +281,8 @@ def wait_for(done: Callable[[], Any], timeout: float, step: float = 0.02) -> boo
 class Trial:
     """What one repetition of a fault measured (None: does not apply)."""
 
-    past_deadline_s: float | None = None
+    past_deadline_s: float | None = None  # the stop's arrival here
+    sent_past_deadline_s: float | None = None  # its stamp: when the shield sent it
     bad_motions: int = 0
     crashes: int = 0
     lost: int | None = None
@@ -390,7 +391,7 @@ class Bench:
         t_fault = time.monotonic()
         inject()
 
-        def stop_time() -> float | None:
+        def stop() -> tuple[float, Any] | None:
             # The stop that answers the watchdog is matched by the shield's own stamps (the
             # command is stamped as sent, the decision just after): under load the two topics
             # can reach this process in either order and far apart.
@@ -399,12 +400,12 @@ class Bench:
                              if d.reason.startswith("watchdog")), None)
             if watchdog is None:
                 return None
-            return next((t for t, c in self.obs.since("controller_command", t_fault)
+            return next(((t, c) for t, c in self.obs.since("controller_command", t_fault)
                          if self.is_stop(c)
                          and abs(stamp_ns(c.header.stamp) - watchdog) < 50_000_000), None)
 
-        if wait_for(lambda: stop_time() is not None, 10):
-            t_stop = stop_time()
+        if wait_for(lambda: stop() is not None, 10):
+            t_stop, command = stop()
             # The deadline counts from the shield's receipt of the last proposal (its decision's
             # stamp less its decision time, wall clock): this process may see that proposal
             # late under load. The stop counts when it arrives here, on the controller topic.
@@ -417,6 +418,9 @@ class Bench:
                 received_wall = stamp_ns(last[1].header.stamp) / 1e9 - last[1].latency_ms / 1e3
                 deadline = received_wall - self.obs.wall_offset + self.watchdog_s
             trial.past_deadline_s = t_stop - deadline
+            # Arrival here less sending there: what this process and DDS add under load.
+            trial.sent_past_deadline_s = (stamp_ns(command.header.stamp) / 1e9
+                                          - self.obs.wall_offset - deadline)
             # Until the fault clears, nothing but stops may reach the controller.
             hold_until = t_fault + PAUSE_S
             wait_for(lambda: time.monotonic() >= hold_until, PAUSE_S + 1)
@@ -894,7 +898,8 @@ def main() -> None:
             for i in range(n):
                 trial = runs[name](i)
                 results[name].append(trial)
-                lat = (f"{trial.past_deadline_s * 1e3:6.0f} ms past deadline"
+                lat = (f"{trial.past_deadline_s * 1e3:6.0f} ms past deadline (sent "
+                       f"{trial.sent_past_deadline_s * 1e3:.0f} ms)"
                        if trial.past_deadline_s is not None else "")
                 print(f"{name} {i + 1}/{n}: {lat} bad {trial.bad_motions} crashes "
                       f"{trial.crashes} lost {trial.lost} corrupt {trial.corrupt_loaded} "
@@ -914,6 +919,11 @@ def main() -> None:
     print(HEADER)
     for name, trials in results.items():
         print(row(name, trials))
+    for name, trials in results.items():
+        sent = [t.sent_past_deadline_s for t in trials if t.sent_past_deadline_s is not None]
+        if sent:  # the stop's own stamp: the shield's part of the latency, without delivery
+            print(f"{name}: stop sent past the deadline p50 {ms(sent, 50)} ms, p99 "
+                  f"{ms(sent, 99)} ms, max {ms(sent, 100)} ms")
 
 
 if __name__ == "__main__":
