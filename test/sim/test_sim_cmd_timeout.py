@@ -8,9 +8,9 @@ import copy
 
 import numpy as np
 import pytest
+from sim_helpers import press_into_the_table
 
 from safari_ros.config import ConfigError, load_config
-from safari_ros.robot import kinematics as kin
 from safari_ros.sim import TabletopSim
 
 DURATION = 1.5  # slow enough for the joint speed limits
@@ -22,11 +22,7 @@ def _press_into_the_table(timeout: float) -> tuple[TabletopSim, np.ndarray]:
     cfg["sim"]["controller"]["contact_reflex_force_n"] = 0.0  # it would stop the press first
     sim = TabletopSim(cfg)
     sim.reset(seed=0)
-    home = np.asarray(cfg["sim"]["home_joint_positions"], float)
-    rot = kin.tcp_pose(home)[1]
-    below = kin.solve_ik(np.array([0.45, 0.0, -0.03]), rot, home, q_rest=home).q
-    sim.apply_joint_trajectory(kin.ARM_JOINTS, [(below, DURATION)])
-    return sim, below
+    return sim, press_into_the_table(sim, DURATION)
 
 
 def test_a_stale_command_holds_the_arm_where_it_is() -> None:

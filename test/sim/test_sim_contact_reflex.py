@@ -9,9 +9,9 @@ import copy
 
 import numpy as np
 import pytest
+from sim_helpers import press_into_the_table
 
 from safari_ros.config import ConfigError, load_config
-from safari_ros.robot import kinematics as kin
 from safari_ros.sim import TabletopSim
 from safari_ros.sim.oracle import ScriptedOracle
 
@@ -27,17 +27,9 @@ def _sim(reflex_n: float | None = None) -> TabletopSim:
     return sim
 
 
-def _press_into_the_table(sim: TabletopSim) -> np.ndarray:
-    home = np.asarray(sim.cfg["sim"]["home_joint_positions"], float)
-    below = kin.solve_ik(np.array([0.45, 0.0, -0.03]), kin.tcp_pose(home)[1], home,
-                         q_rest=home).q
-    sim.apply_joint_trajectory(kin.ARM_JOINTS, [(below, DURATION)])
-    return below
-
-
 def test_pressing_into_the_table_stops_the_arm_where_it_is() -> None:
     sim = _sim()
-    below = _press_into_the_table(sim)
+    below = press_into_the_table(sim, DURATION)
     limit = sim.contact_reflex_n
     while sim.reflex_stops == 0 and sim.sim_time < DURATION:
         sim.advance(0.01)
@@ -56,7 +48,7 @@ def test_pressing_into_the_table_stops_the_arm_where_it_is() -> None:
 def test_without_the_reflex_the_arm_keeps_pressing() -> None:
     sim = _sim(reflex_n=0.0)
     sim.cmd_timeout_s = 0.0  # JTC's timeout would end the press too
-    below = _press_into_the_table(sim)
+    below = press_into_the_table(sim, DURATION)
     sim.advance(DURATION + 0.5)
     assert sim.reflex_stops == 0
     assert np.allclose(sim._setpoint(sim.sim_time)[:7], below)

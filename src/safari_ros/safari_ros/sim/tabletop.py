@@ -102,8 +102,6 @@ class TabletopSim:
         if not self.contact_reflex_n >= 0:
             raise ConfigError("sim.controller.contact_reflex_force_n must be >= 0 (0: off), got "
                               f"{self.contact_reflex_n}")
-        self._holding = True
-        self.reflex_stops = 0  # this episode's
         self.home_tcp = self.planner.home_tcp
         self._index_model()
         self._renderer: mujoco.Renderer | None = None
@@ -187,7 +185,7 @@ class TabletopSim:
         self._finger_target = self.gripper_open
         self._succeeded = False
         self.steps = 0
-        self.reflex_stops = 0
+        self.reflex_stops = 0  # this episode's
         return task
 
     def arrange(self, layout: Layout, arm_q: np.ndarray, finger: float) -> None:
@@ -397,7 +395,6 @@ class TabletopSim:
         self._traj_q = np.asarray(targets, float)
         self._traj_v = None if rates is None else np.asarray(rates, float)
         self._cmd_stale = False
-        self._holding = len(self._traj_t) == 1
 
     def _expire_command(self) -> None:
         """ros2_control JTC's cmd_timeout: cmd_timeout_s after the trajectory's last point, the
@@ -430,7 +427,8 @@ class TabletopSim:
         contact_reflex_force_n while it moves, it stops and holds where it is. Without it a
         move onto an object the shield cannot see stores the rest of the step in the position
         error, and the hand slips off fast when the contact gives way."""
-        if (self.contact_reflex_n > 0 and not self._holding
+        holding = len(self._traj_t) == 1  # a stop's one point, not a motion
+        if (self.contact_reflex_n > 0 and not holding
                 and self.external_force() > self.contact_reflex_n):
             self.hold()
             self.reflex_stops += 1
