@@ -41,7 +41,7 @@ CONSOLE_SCRIPTS = [
 
 setup(
     name=PACKAGE,
-    version="0.3.1",
+    version="0.3.2",
     packages=find_packages(exclude=["test"]),
     package_data={PACKAGE: ["evaluation/model_configs/*.json"]},
     data_files=_data_files(),

@@ -493,3 +493,50 @@ def test_without_anchor_call_there_is_no_anchor():
     assert learner.update(random_batch(model, 8))["anchor_kl"] == 0.0
     with pytest.raises(ValueError, match="anchor_kl"):
         tiny_hp(anchor_kl=-1.0)
+
+
+def _learn_beside_demonstrations(bc_weight: float, demo_success: float,
+                                 steps: int = 60) -> tuple[float, dict[str, float]]:
+    """Online data that rewards action 3 (as in _drift_from_the_start) beside demonstrations
+    of action 5 on other states. (Mean pi(5 | demonstration states) after the updates, the last
+    update's metrics.)"""
+    model = make_tiny_model(tiny_hp(alpha_cql=1.0, lr=3e-3, epsilon_kl=0.05, anchor_kl=0.0,
+                                    entropy_target=None, demo_share=0.5, bc_weight=bc_weight),
+                            seed=2)
+    learner = ScapoLearner(model, model.hp.scapo)
+    own_n, demo_n = learner.batch_split(with_demos=True)
+    own = random_states(model, own_n, torch.Generator().manual_seed(0))
+    shown = random_states(model, demo_n, torch.Generator().manual_seed(1))
+    ones, zeros = torch.ones(own_n), torch.zeros(own_n)
+    batch = TransitionBatch(own, torch.full((own_n,), 3, dtype=torch.long), ones, zeros, own,
+                            ones, zeros, ones)
+    d1, d0 = torch.ones(demo_n), torch.zeros(demo_n)
+    demos = TransitionBatch(shown, torch.full((demo_n,), 5, dtype=torch.long), d0, d0, shown,
+                            d1, torch.full((demo_n,), demo_success), d1)
+    for _ in range(steps):
+        metrics = learner.update(batch, demos)
+    with torch.no_grad():
+        pi = model.suffix_and_heads(shown).policy_probs
+    return float(pi[:, 5].mean()), metrics
+
+
+def test_demonstrations_in_each_batch_are_cloned_with_bc_weight():
+    free, m_free = _learn_beside_demonstrations(bc_weight=0.0, demo_success=1.0)
+    cloned, m = _learn_beside_demonstrations(bc_weight=2.0, demo_success=1.0)
+    unsuccessful, m_failed = _learn_beside_demonstrations(bc_weight=2.0, demo_success=0.0)
+    print(f"pi(expert action | shown states): bc 0 {free:.3f}, bc 2 {cloned:.3f}, "
+          f"bc 2 on failed episodes {unsuccessful:.3f}")
+    assert m_free["loss_bc"] == 0.0 and m_failed["loss_bc"] == 0.0  # nothing cloned
+    assert m["loss_bc"] > 0.0
+    assert cloned > free + 0.2 and cloned > unsuccessful + 0.2, (cloned, free, unsuccessful)
+
+
+def test_batch_split_and_demonstration_settings():
+    learner = ScapoLearner(make_tiny_model(tiny_hp(batch_size=32, demo_share=0.25)),
+                           tiny_hp(batch_size=32, demo_share=0.25).scapo)
+    assert learner.batch_split(with_demos=True) == (24, 8)
+    assert learner.batch_split(with_demos=False) == (32, 0)  # no demonstrations at hand
+    with pytest.raises(ValueError, match="demo_share"):
+        tiny_hp(demo_share=1.0)
+    with pytest.raises(ValueError, match="bc_weight"):
+        tiny_hp(bc_weight=-0.5)

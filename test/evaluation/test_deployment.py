@@ -119,9 +119,12 @@ def test_deployment_seeds_must_be_disjoint_from_the_other_phases() -> None:
     # The main job's own seeds, as configured, pass (it checks them before anything runs).
     cfg = load_config()
     run = cfg["run"]
+    used = tabletop_run.online_and_demo_seeds(cfg, int(run["episodes"]), int(run["demo_seed"]))
     check_disjoint(DeploymentSeeds(int(run["deploy_seed_base"]), int(run["deploy_episodes"])),
-                   tabletop_run.online_and_demo_seeds(cfg, int(run["episodes"]),
-                                                      int(run["demo_seed"])))
+                   used)
+    # each process recording demonstrations has a generator seed of its own
+    seed, workers = int(run["demo_seed"]), int(run["demo_workers"])
+    assert used["demonstrations"] == set(range(seed, seed + workers)) and workers > 1
 
 
 # ------------------------------------------------------------------------------ evaluation

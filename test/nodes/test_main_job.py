@@ -4,6 +4,7 @@ through the real nodes -> report.json and learning_curves.png."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -47,7 +48,7 @@ def test_main_job_pretrains_learns_online_deploys_and_reports(tmp_path, capsys):
     config = tiny_stack_config(tmp_path)
     run_dir = tmp_path / "run"
     code = tabletop_run.main(["--config", str(config), "--episodes", "2",
-                              "--pretrain-episodes", "1", "--deploy-episodes", "2",
+                              "--pretrain-episodes", "2", "--deploy-episodes", "2",
                               "--run-dir", str(run_dir)])
     assert code == 0
     out = capsys.readouterr().out
@@ -61,6 +62,13 @@ def test_main_job_pretrains_learns_online_deploys_and_reports(tmp_path, capsys):
     assert pretrained.is_file()
     assert report["meta"]["launch_arguments"]["checkpoint"] == str(pretrained.resolve())
     assert report["meta"]["pretrain"]["heldout"]
+    # ... on demonstrations recorded by two processes side by side (run.demo_workers), one bag
+    # each, and the learner learned beside them
+    bags = [run_dir / "pretrain" / "demos" / f"part-{i}" for i in range(2)]
+    assert all((b / "metadata.yaml").is_file() for b in bags)
+    assert report["meta"]["launch_arguments"]["demonstrations"].split(os.pathsep) == [
+        str(b.resolve()) for b in bags]
+    assert "from 2 bag(s)" in (run_dir / "logs" / "learner_node.log").read_text()
     assert (run_dir / "learning_curves.png").stat().st_size > 10_000
     # Deployment: v1 is the pre-trained checkpoint, final the learner's last save, both on the
     # same seeds of both splits; the table is the last thing printed before the paths.

@@ -17,7 +17,8 @@ from safari_ros.config import load_config
 from safari_ros.core import build_model, load_checkpoint, validate_checkpoint
 from safari_ros.pretrain import TrainSettings, load_bag_features, run_pretrain
 from safari_ros.pretrain.cli import main
-from safari_ros.pretrain.train import next_rows, warm_up_heads
+from safari_ros.pretrain.features import DemonstrationSampler, load_demonstrations, next_rows
+from safari_ros.pretrain.train import warm_up_heads
 
 
 def train(config_path, bags, out, cache, *extra):
@@ -136,6 +137,36 @@ def test_next_rows_follow_each_episode_and_stop_at_its_end(config_path, demo_bag
     assert int(last.sum()) == int(data.episode.unique().numel())
     assert torch.equal(nxt[last] == rows[last], data.done[last] > 0.5)
     assert (nxt[last & (data.done < 0.5)] == -1).all()
+
+
+def test_demonstration_sampler_draws_whole_transitions_and_marks_expert_steps(
+        config_path, demo_bag, tmp_path):
+    model = build_model(load_config(config_path))
+    data, _ = load_bag_features(model, [demo_bag], TopicMap.load(), cache_dir=tmp_path / "c")
+    sampler = DemonstrationSampler(data, seed=3)
+    nxt = next_rows(data)
+    assert len(sampler) == int((nxt >= 0).sum())
+    batch = sampler.sample(400)
+    assert len(batch) == 400 and batch.state.tokens.dtype == torch.float32
+    # each draw is a row of the data with a next state: its s' the row next_rows names, its
+    # action, cost and done that row's (a still arm repeats a frame: any row with the same
+    # tokens may be the one drawn)
+    flat = data.tokens.float().flatten(1)
+    expert = ((data.action == data.proposed) & (data.success > 0.5)).float()  # L_BC's weight
+    same = torch.cdist(batch.state.tokens.flatten(1), flat,
+                       compute_mode="donot_use_mm_for_euclid_dist") < 1e-4
+    for k in range(len(batch)):
+        rows = [int(r) for r in torch.nonzero(same[k]).squeeze(1) if nxt[r] >= 0]
+        assert any(
+            torch.equal(batch.next_state.tokens[k].flatten(), flat[nxt[r]])
+            and int(batch.action[k]) == int(data.action[r]) and batch.done[k] == data.done[r]
+            and batch.cost[k] == data.cost[r] and batch.success[k] == expert[r]
+            for r in rows), k
+    assert 0 < float(batch.success.mean()) < 1  # the bag has perturbed and failed steps
+    again, cached = load_demonstrations(model, [demo_bag], seed=3, cache_dir=tmp_path / "c")
+    assert cached and torch.equal(again.sample(400).action, batch.action)  # seeded, from cache
+    with pytest.raises(FileNotFoundError, match=r"demonstrations bag .*nowhere not found"):
+        load_demonstrations(model, [demo_bag, tmp_path / "nowhere"], cache_dir=tmp_path / "c")
 
 
 def test_offline_critics_rank_the_demonstrated_actions_first(config_path, demo_bag, tmp_path):

@@ -5,4 +5,4 @@ losses, SCAPO, replay, checkpoints), ``sim`` (MuJoCo tabletop), ``safety`` (shie
 ``bags`` (rosbag2 I/O). ``nodes`` holds the thin rclpy nodes.
 """
 
-__version__ = "0.3.1"
+__version__ = "0.3.2"

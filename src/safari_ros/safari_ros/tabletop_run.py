@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import os
+import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -198,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         given["checkpoint"], pretrain_meta = pretrain(cfg, run_dir / "pretrain", demos,
                                                       int(run_cfg.get("pretrain_epochs", 10)),
                                                       demo_seed)
+        # the learner learns beside the demonstrations it was pre-trained on (demo_share)
+        given.setdefault("demonstrations", pretrain_meta["demonstrations"])
     if not ns.keep_replay:
         moved = set_aside_previous_run(run_dir)
         if moved is not None:
@@ -287,10 +291,10 @@ def main(argv: list[str] | None = None) -> int:
 def online_and_demo_seeds(cfg: dict[str, Any], episodes: int,
                           demo_seed: int) -> dict[str, range | set[int]]:
     """The seeds the other phases use: sim_node seeds episode e's scene with its `seed`
-    parameter + e; the demonstrations seed their generator with demo_seed."""
+    parameter + e; the demonstrations' bag i seeds its generator with demo_seed + i."""
     first = int(cfg["nodes"]["sim_node"]["parameters"].get("seed", 0))  # sim_node's default: 0
     return {"online episodes (sim_node)": range(first, first + episodes),
-            "demonstrations": {demo_seed}}
+            "demonstrations": set(range(demo_seed, demo_seed + demo_workers(cfg)))}
 
 
 def deploy(cfg: dict[str, Any], given: dict[str, str], seeds: DeploymentSeeds,
@@ -344,9 +348,10 @@ def pretrain(cfg: dict[str, Any], folder: Path, episodes_per_template: int,
 
     import safari_ros
 
+    workers = demo_workers(cfg)
     made_of = {k: cfg[k] for k in ("actions", "safety", "sim", "learning")}
     made_of.update(episodes=episodes_per_template, epochs=epochs, demo_seed=demo_seed,
-                   version=safari_ros.__version__)
+                   workers=workers, version=safari_ros.__version__)
     fingerprint = hashlib.sha256(
         json.dumps(made_of, sort_keys=True, default=str).encode()).hexdigest()
     stamp = folder / "fingerprint"
@@ -355,24 +360,54 @@ def pretrain(cfg: dict[str, Any], folder: Path, episodes_per_template: int,
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint + "\n")
-    bag = folder / "demos"
+    share = [episodes_per_template // workers + (i < episodes_per_template % workers)
+             for i in range(workers)]
+    bags = [folder / "demos" / f"part-{i}" for i in range(workers) if share[i]]
     checkpoint = folder / "train" / "adapters.safetensors"
-    common = ["--config", cfg["_path"]]
-    if not bag.exists():
-        log.info("recording %d oracle demonstrations per template to %s", episodes_per_template,
-                 bag)
-        if pretrain_cli.main(["demos", *common, "--out", str(bag), "--seed", str(demo_seed),
-                              "--episodes-per-template", str(episodes_per_template)]):
-            raise SystemExit("recording the demonstrations failed")
+    if not all(b.exists() for b in bags):
+        shutil.rmtree(folder / "demos", ignore_errors=True)  # a part of an interrupted run
+        log.info("recording %d oracle demonstrations per template to %s (%d processes)",
+                 episodes_per_template, folder / "demos", len(bags))
+        record_demos(cfg["_path"], bags, [n for n in share if n], demo_seed)
     if not checkpoint.exists():
-        log.info("offline pre-training (%d epochs) on %s", epochs, bag)
-        if pretrain_cli.main(["train", *common, str(bag), "--out", str(checkpoint.parent),
-                              "--epochs", str(epochs), "--plot", "--resume"]):
+        log.info("offline pre-training (%d epochs) on %s", epochs, folder / "demos")
+        if pretrain_cli.main(["train", "--config", cfg["_path"], *map(str, bags),
+                              "--out", str(checkpoint.parent), "--epochs", str(epochs),
+                              "--plot", "--resume"]):
             raise SystemExit("offline pre-training failed")
     report = checkpoint.parent / "pretrain_report.json"
     summary = json.loads(report.read_text()) if report.exists() else {}
-    return str(checkpoint.resolve()), {"checkpoint": str(checkpoint),
-                                       "heldout": summary.get("heldout", summary)}
+    return str(checkpoint.resolve()), {
+        "checkpoint": str(checkpoint),
+        "demonstrations": os.pathsep.join(str(b.resolve()) for b in bags),
+        "heldout": summary.get("heldout", summary)}
+
+
+def demo_workers(cfg: dict[str, Any]) -> int:
+    """Processes that record the demonstrations side by side (`run.demo_workers`)."""
+    workers = int(cfg.get("run", {}).get("demo_workers", 1))
+    if workers < 1:
+        raise SystemExit(f"safari_tabletop: run.demo_workers must be >= 1, got {workers}")
+    return workers
+
+
+def record_demos(config: str, bags: list[Path], episodes: list[int], demo_seed: int) -> None:
+    """Record the demonstrations as one bag per process, side by side: the simulator renders
+    on one core, so two processes on two cores take about half the time. Bag i draws its
+    episodes from a generator seeded demo_seed + i."""
+    procs = [subprocess.Popen([sys.executable, "-m", "safari_ros.pretrain.cli", "demos",
+                               "--config", config, "--out", str(bag), "--seed",
+                               str(demo_seed + i), "--episodes-per-template", str(n)])
+             for i, (bag, n) in enumerate(zip(bags, episodes, strict=True))]
+    try:
+        codes = [p.wait() for p in procs]
+    finally:  # interrupted: the recorders go too
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+    if any(codes):
+        raise SystemExit(f"recording the demonstrations failed (exit codes {codes})")
 
 
 if __name__ == "__main__":

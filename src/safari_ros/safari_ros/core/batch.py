@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,11 @@ class StateBatch:
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
+
+    @classmethod
+    def concat(cls, parts: Sequence[StateBatch]) -> StateBatch:
+        """The states of several batches, in order."""
+        return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in STATE_FIELDS))
 
 
 @dataclass
@@ -64,3 +70,17 @@ class TransitionBatch:
 
     def __len__(self) -> int:
         return int(self.action.shape[0])
+
+    @classmethod
+    def concat(cls, parts: Sequence[TransitionBatch]) -> TransitionBatch:
+        """The transitions of several batches, in order (`ground` kept only if all have it)."""
+        kw = {}
+        for f in dataclasses.fields(cls):
+            values = [getattr(p, f.name) for p in parts]
+            if isinstance(values[0], StateBatch):
+                kw[f.name] = StateBatch.concat(values)
+            elif any(v is None for v in values):
+                kw[f.name] = None
+            else:
+                kw[f.name] = torch.cat(values)
+        return cls(**kw)

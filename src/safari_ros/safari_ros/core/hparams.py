@@ -242,10 +242,22 @@ class ScapoConfig:
     # start untrained online, and the actor followed them away from what the demonstrations
     # taught within a few hundred updates; 0 = no anchor (it applies only after anchor()).
     anchor_kl: float = 1.0
+    # Learning beside the demonstrations (RLPD, Ball et al. 2023: symmetric sampling): this
+    # share of every batch is drawn from the demonstrations the adapters were pre-trained on,
+    # the rest from the robot's own replay; the critics and pi learn on both. 0 = own replay only.
+    demo_share: float = 0.0
+    # Weight of L_BC (pre-training's behaviour cloning: NLL of the expert's action) on the
+    # demonstration part of each batch, in pi's objective (TD3+BC, Fujimoto & Gu 2021; AWAC).
+    bc_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.anchor_kl < 0:
             raise ValueError("anchor_kl must be >= 0")
+        if not 0.0 <= self.demo_share < 1.0:
+            raise ValueError("demo_share must lie in [0, 1): the robot's own replay must be "
+                             "part of every batch")
+        if self.bc_weight < 0:
+            raise ValueError("bc_weight must be >= 0")
         if self.cost_measure not in COST_MEASURES:
             raise ValueError(f"cost_measure must be one of {COST_MEASURES}, "
                              f"got {self.cost_measure!r}")

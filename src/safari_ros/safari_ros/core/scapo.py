@@ -29,6 +29,7 @@ from safari_ros.core.batch import TransitionBatch
 from safari_ros.core.heads import HeadOutputs, SafariHeads
 from safari_ros.core.hparams import ScapoConfig
 from safari_ros.core.losses import (
+    bc_loss,
     cql_penalty,
     entropy,
     kl_divergence,
@@ -254,6 +255,12 @@ class ScapoLearner:
         return True
 
     # ------------------------------------------------------------------------------ primal
+    def batch_split(self, with_demos: bool) -> tuple[int, int]:
+        """(own, demonstration) transitions per update: batch_size split by demo_share when
+        there are demonstrations to learn beside."""
+        n_demo = round(self.hp.batch_size * self.hp.demo_share) if with_demos else 0
+        return self.hp.batch_size - n_demo, n_demo
+
     def _targets(self, batch: TransitionBatch) -> tuple[torch.Tensor, ...]:
         """Bootstrap targets for Q_r, Q_c (expected under the current pi at s') and V_C."""
         with torch.no_grad():
@@ -327,9 +334,18 @@ class ScapoLearner:
         return [torch.zeros_like(p) if g is None else g
                 for p, g in zip(self.safety_params, grads, strict=True)]
 
-    def update(self, batch: TransitionBatch) -> dict[str, float]:
-        """One SCAPO update on a batch of transitions (states as cached layer-k tokens)."""
+    def update(self, batch: TransitionBatch,
+               demos: TransitionBatch | None = None) -> dict[str, float]:
+        """One SCAPO update on a batch of transitions (states as cached layer-k tokens).
+
+        `demos`: transitions of the demonstrations (ScapoConfig.demo_share), learned from with
+        the robot's own (critics, pi, the KL bound on both) and cloned with bc_weight; their
+        `success` marks the expert steps L_BC learns from.
+        """
         self.model.train()
+        n_demo = 0 if demos is None else len(demos)
+        if demos is not None:
+            batch = TransitionBatch.concat([batch, demos])
         batch = batch.to(self.device)
         a = batch.action
         lam = self.lagrange.value
@@ -346,6 +362,12 @@ class ScapoLearner:
         log_pi_old = log_pi.detach()
         alpha = self.entropy_temperature.value
         objective = policy_objective(log_pi, out.q_reward, out.q_cost, lam, alpha)
+        bc = 0.0
+        if n_demo and self.hp.bc_weight > 0:
+            loss_bc = bc_loss(out.policy_logits[-n_demo:], a[-n_demo:],
+                              batch.success[-n_demo:], out.proposable)
+            objective = objective - self.hp.bc_weight * loss_bc
+            bc = float(loss_bc.detach())
         anchor_kl = 0.0
         if self.reference is not None and self.hp.anchor_kl > 0:
             anchor = kl_divergence(self._reference_log_probs(batch), log_pi).mean()
@@ -379,6 +401,7 @@ class ScapoLearner:
             "loss_policy": -float(objective.detach()),
             "kl": kl,
             "anchor_kl": anchor_kl,  # KL(pi_ref || pi) before the step; 0 without an anchor
+            "loss_bc": bc,  # L_BC on the demonstrations before the step; 0 without them
             "policy_entropy": h,
             "entropy_coef": alpha,
             "kl_limit": self.hp.epsilon_kl,

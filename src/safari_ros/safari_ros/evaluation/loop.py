@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from safari_ros.core.batch import STATE_FIELDS, StateBatch
+from safari_ros.core.batch import STATE_FIELDS, StateBatch, TransitionBatch
 from safari_ros.core.features import proprio_vector
 from safari_ros.core.heads import HeadOutputs
 from safari_ros.core.losses import entropy
@@ -141,10 +141,6 @@ class ShieldGate:
         return verdict.executed.index, verdict.intervened, verdict.hard_limit_refusal
 
 
-def _cat(states: Sequence[StateBatch]) -> StateBatch:
-    return StateBatch(*(torch.cat([getattr(s, f) for s in states]) for f in STATE_FIELDS))
-
-
 def _row(batch: StateBatch, k: int) -> StateBatch:
     return StateBatch(*(getattr(batch, f)[k:k + 1] for f in STATE_FIELDS))
 
@@ -174,6 +170,8 @@ class OnlineLoop:
     With a learner, every environment step adds its transitions and runs ``updates_per_step``
     SCAPO updates per environment (once the replay holds ``warmup`` transitions), and each
     finished episode's costs go to ``learner.record_episode`` (the Lagrange multiplier).
+    ``demos`` (n -> n demonstration transitions, e.g. pretrain.DemonstrationSampler.sample) fills
+    ScapoConfig.demo_share of every update's batch, as learner_node does.
     """
 
     def __init__(
@@ -189,12 +187,14 @@ class OnlineLoop:
         sampling: bool = True,
         seed: int = 0,
         warmup: int | None = None,
+        demos: Callable[[int], TransitionBatch] | None = None,
     ) -> None:
         if (learner is None) != (replay is None):
             raise ValueError("a learner needs a replay buffer and vice versa")
         self.model, self.envs, self.gate = model, list(envs), gate
         self.policy, self.perceive = policy, perceive
         self.learner, self.replay = learner, replay
+        self.demos = demos  # n -> n demonstration transitions (ScapoConfig.demo_share)
         self.sampling = sampling
         self.gen = torch.Generator().manual_seed(seed)
         hp = model.hp
@@ -249,8 +249,10 @@ class OnlineLoop:
     def _learn(self, n_env_steps: int) -> None:
         if len(self.replay) < self.warmup:
             return
+        own, n_demo = self.learner.batch_split(self.demos is not None)
         for _ in range(self.updates_per_step * n_env_steps):
-            self.learner.update(self.replay.sample(self.batch_size))
+            self.learner.update(self.replay.sample(own),
+                                self.demos(n_demo) if n_demo else None)
             self.updates += 1
 
     # ------------------------------------------------------------------------------ run
@@ -266,7 +268,7 @@ class OnlineLoop:
         while running:
             ids = sorted(running)
             with torch.no_grad():
-                pi, out = self.policy(_cat([running[i].state for i in ids]))
+                pi, out = self.policy(StateBatch.concat([running[i].state for i in ids]))
             entropies = entropy(pi.clamp_min(1e-12).log()).tolist()
             probs = self._unrefused(ids, pi)  # what is sampled from (the behaviour policy)
             proposed = self._choose(probs)

@@ -3,7 +3,9 @@
 Assembles transitions from Observation / ActionProposal / ShieldDecision / Feedback (matched by
 the camera stamp), or takes safari_msgs/Transition directly (bag replays); keeps the replay
 buffer of cached prefix tokens and persists every transition to a rosbag2 MCAP file under
-run_dir/replay, so experience survives a restart and feeds offline pre-training. A proposal the
+run_dir/replay, so experience survives a restart and feeds offline pre-training. With a
+`demonstrations` bag and scapo.demo_share, each update's batch also draws from the demonstrations
+the adapters were pre-trained on (their cached features). A proposal the
 shield refused for a hard limit is also learned as a penalised, costly transition
 (core.replay.refusal_transition), rebuilt from the persisted step on restart, never persisted
 itself (a bag holds only what the robot did). A worker
@@ -14,6 +16,7 @@ while the shield's mode is `learn`.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -62,6 +65,7 @@ from safari_ros.nodes.common import (
     run_node,
     stamp_ns,
 )
+from safari_ros.pretrain.features import DemonstrationSampler, load_demonstrations
 from safari_ros.safety.shield import HARD_LIMITS, violates_hard_limit
 from safari_ros.streams import AssembledStep, TransitionAssembler
 
@@ -121,6 +125,12 @@ class LearnerNode(Node):
         hp = self.model.hp
         self.batch_size = hp.scapo.batch_size
         self.learner = ScapoLearner(self.model, hp.scapo)
+        demonstrations = declare(self, "demonstrations", "",
+                                 "rosbag2 bags of demonstrations to learn beside "
+                                 "(scapo.demo_share), separated by os.pathsep (':'); empty: "
+                                 "the robot's own replay only")
+        bags = [b for b in demonstrations.split(os.pathsep) if b]
+        self.demos = self.load_demonstrations(bags) if bags else None
         self.version = latest_checkpoint_version(self.run_dir / "checkpoints")
         if start is not None:
             if hp.scapo.anchor_kl > 0:  # keep pi near what it started from (anchor_kl)
@@ -321,6 +331,20 @@ class LearnerNode(Node):
                 self.get_logger().error(f"replay bag {bag} unreadable, skipped: {exc}")
         self.get_logger().info(f"restored {restored} transitions from {folder}")
 
+    def load_demonstrations(self, bags: list[str]) -> DemonstrationSampler | None:
+        """The demonstrations' features (from pre-training's cache when it holds them); a bag
+        that is missing or unreadable stops the node: it was asked for."""
+        if self.model.hp.scapo.demo_share <= 0:
+            self.get_logger().warning(f"demonstrations {bags} not used: scapo.demo_share is 0")
+            return None
+        started = time.monotonic()
+        sampler, cached = load_demonstrations(self.model, bags,
+                                              seed=self.model.hp.replay.sampling_seed)
+        self.get_logger().info(
+            f"learning beside {len(sampler)} demonstration transitions from {len(bags)} bag(s) "
+            f"({'cached' if cached else 'computed'} in {time.monotonic() - started:.1f} s)")
+        return sampler
+
     # ------------------------------------------------------------------ learning
     def learning_enabled(self) -> bool:
         """Updates run in learn mode, unpaused, with enough replay."""
@@ -337,10 +361,12 @@ class LearnerNode(Node):
                 time.sleep(0.05)
                 continue
             start = time.monotonic()
+            own, n_demo = self.learner.batch_split(self.demos is not None)
             with self.lock:
-                batch = self.replay.sample(self.batch_size, self.device)
+                batch = self.replay.sample(own, self.device)
+            demos = self.demos.sample(n_demo, self.device) if n_demo else None
             with self.model_lock:
-                metrics = self.learner.update(batch)
+                metrics = self.learner.update(batch, demos)
             self.metrics = metrics
             if self.learner.updates % self.checkpoint_every == 0:
                 self.save_and_announce()

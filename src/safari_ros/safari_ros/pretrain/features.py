@@ -17,6 +17,7 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,14 @@ from safari_ros.robot.kinematics import tcp_pose
 
 __all__ = [
     "CacheStats",
+    "DemonstrationSampler",
     "FeatureSet",
     "bag_sha256",
     "default_cache_dir",
     "feature_key",
     "load_bag_features",
+    "load_demonstrations",
+    "next_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,6 +119,58 @@ class FeatureSet:
             done=fs.done, success=fs.success * expert,
             behaviour_prob=torch.ones(len(fs)), ground=fs.ground,
         ).to(device)
+
+
+def next_rows(data: FeatureSet) -> torch.Tensor:
+    """(S,) the row of each step's next state: the following row of the same episode, the step
+    itself where the episode ends (its `done` stops the bootstrap), -1 where it ends without
+    `done` (cut short: no next state to bootstrap from)."""
+    nxt = torch.arange(1, len(data) + 1)
+    same = torch.zeros(len(data), dtype=torch.bool)
+    same[:-1] = data.episode[1:] == data.episode[:-1]
+    ended = ~same
+    nxt[ended] = torch.where(data.done[ended] > 0.5, torch.nonzero(ended).squeeze(1), -1)
+    return nxt
+
+
+class DemonstrationSampler:
+    """Random transitions (s, a, r, c, s') of demonstration features, for learning online beside
+    them (ScapoConfig.demo_share). Steps cut short without a next state are never drawn; a
+    transition's `success` is 1 on the expert steps of successful episodes only (what L_BC
+    clones: FeatureSet.batch)."""
+
+    def __init__(self, data: FeatureSet, seed: int = 0) -> None:
+        nxt = next_rows(data)
+        self.rows = torch.nonzero(nxt >= 0).squeeze(1)
+        if not len(self.rows):
+            raise ValueError("the demonstrations hold no transition with a next state")
+        self.data, self.next = data, nxt
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def sample(self, n: int, device: torch.device | str = "cpu") -> TransitionBatch:
+        """n transitions drawn uniformly with replacement."""
+        idx = self.rows[torch.randint(0, len(self.rows), (n,), generator=self.gen)]
+        batch = self.data.batch(idx)
+        after = self.data.subset(self.next[idx])
+        batch.next_state = StateBatch(after.tokens, after.depth, after.proprio, after.instruction)
+        return batch.to(device)
+
+
+def load_demonstrations(model: SafariModel, bags: Sequence[str | os.PathLike[str]], *,
+                        seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
+                        topic_map: TopicMap | None = None) -> tuple[DemonstrationSampler, bool]:
+    """A DemonstrationSampler over demonstration bags' features, read from the cache that
+    pre-training filled (computed and cached on a miss), and whether the cache held them all.
+    A missing bag raises FileNotFoundError naming it."""
+    for bag in bags:
+        if not Path(bag).exists():
+            raise FileNotFoundError(f"demonstrations bag {bag} not found")
+    features, stats = load_bag_features(model, list(bags), topic_map or TopicMap.load(),
+                                        cache_dir=cache_dir or default_cache_dir())
+    return DemonstrationSampler(features, seed=seed), not stats.misses
 
 
 @dataclass

@@ -58,6 +58,7 @@ from safari_ros.pretrain.features import (
     FeatureSet,
     default_cache_dir,
     load_bag_features,
+    next_rows,
 )
 from safari_ros.pretrain.labelling import MotionLabeller, label_summary
 from safari_ros.pretrain.metrics import auroc, expected_calibration_error
@@ -240,18 +241,6 @@ def evaluate(model: SafariModel, data: FeatureSet, device: torch.device) -> dict
         "constraint_ece": expected_calibration_error(c, costly),
         **_grounding_error(model, out, batch),
     }
-
-
-def next_rows(data: FeatureSet) -> torch.Tensor:
-    """(S,) the row of each step's next state: the following row of the same episode, the step
-    itself where the episode ends (its `done` stops the bootstrap), -1 where it ends without
-    `done` (cut short: no next state to bootstrap from)."""
-    nxt = torch.arange(1, len(data) + 1)
-    same = torch.zeros(len(data), dtype=torch.bool)
-    same[:-1] = data.episode[1:] == data.episode[:-1]
-    ended = ~same
-    nxt[ended] = torch.where(data.done[ended] > 0.5, torch.nonzero(ended).squeeze(1), -1)
-    return nxt
 
 
 def warm_up_heads(model: SafariModel, data: FeatureSet, steps: int, batch_size: int,
