@@ -11,6 +11,9 @@ One `ScapoLearner.update(batch)`:
    optimiser's step) and, if no shrunken step fits, dropped. The critics never move pi and the
    safety adapters' step is part of the line-searched one, so the bound is exact.
 The Lagrange multiplier is updated from measured episode costs (`record_episode`), not from Q_c.
+With demonstrations (ScapoConfig.demo_share; `batch_split`), each batch is part the robot's own
+replay, part the demonstrations pre-training learned from (RLPD's symmetric sampling); both
+steps learn on the whole batch, and bc_weight adds L_BC on the demonstration part to pi's.
 """
 
 from __future__ import annotations

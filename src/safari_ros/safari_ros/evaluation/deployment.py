@@ -27,12 +27,16 @@ import gymnasium as gym
 import torch
 from gymnasium.utils import seeding
 
-from safari_ros.core.batch import StateBatch
 from safari_ros.core.checkpoint import load_checkpoint
-from safari_ros.core.heads import HeadOutputs
 from safari_ros.core.hparams import learning_config
-from safari_ros.core.model import SafariModel, build_model
-from safari_ros.evaluation.loop import EpisodeRecord, OnlineLoop, ShieldGate, make_envs
+from safari_ros.core.model import build_model
+from safari_ros.evaluation.loop import (
+    EpisodeRecord,
+    OnlineLoop,
+    ShieldGate,
+    learned_policy,
+    make_envs,
+)
 from safari_ros.evaluation.models import perceive
 from safari_ros.evaluation.stats import mean_ci, newcombe_paired_difference, wilson
 
@@ -115,15 +119,6 @@ class _SeedTagged(gym.Wrapper):
         if terminated or truncated:
             self.finished.append((int(self.episode_seed), str(info["instruction"]), self.steps))
         return obs, reward, terminated, truncated, info
-
-
-def _greedy_policy(model: SafariModel) -> Callable[[StateBatch], tuple[torch.Tensor,
-                                                                       HeadOutputs]]:
-    def propose(state: StateBatch) -> tuple[torch.Tensor, HeadOutputs]:
-        out = model.suffix_and_heads(state)
-        return out.policy_probs, out
-
-    return propose
 
 
 def _play(loop: OnlineLoop, seeds: DeploymentSeeds, finished: list[tuple[int, str, int]],
@@ -222,7 +217,7 @@ def evaluate_deployment(
                                    "sha256": None, "note": f"fresh adapters (seed {init_seed})"}
             for split in splits:
                 gate = ShieldGate(cfg, STACK_SHIELD, hp.scapo.gamma, width)
-                loop = OnlineLoop(model, envs[split], gate, policy=_greedy_policy(model),
+                loop = OnlineLoop(model, envs[split], gate, policy=learned_policy(model),
                                   perceive=lambda rgb: perceive(model, rgb), sampling=False)
                 tick = None if on_episode is None else (
                     lambda rec, label=label, split=split: on_episode(label, split, rec))

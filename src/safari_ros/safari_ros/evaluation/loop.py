@@ -33,7 +33,8 @@ from safari_ros.safety.shield import ArmState, Shield
 from safari_ros.sim import ENV_ID
 from safari_ros.sim.tabletop import TabletopSim
 
-__all__ = ["EpisodeRecord", "OnlineLoop", "ShieldGate", "make_envs", "observe_states"]
+__all__ = ["EpisodeRecord", "OnlineLoop", "ShieldGate", "learned_policy", "make_envs",
+           "observe_states"]
 
 CRITICS = ("c", "v_c", "both")
 
@@ -83,6 +84,17 @@ def observe_states(model: torch.nn.Module, perceive: Callable[[np.ndarray], torc
     ])
     instruction = model.encode_instruction(list(instructions)).cpu()
     return StateBatch(tokens, torch.from_numpy(depth), torch.from_numpy(proprio), instruction)
+
+
+def learned_policy(model: torch.nn.Module) -> Callable[[StateBatch],
+                                                      tuple[torch.Tensor, HeadOutputs]]:
+    """OnlineLoop's `policy` for a model with heads: pi(.|s) and the heads' outputs (C(s, a)
+    for the shield's learned check)."""
+    def propose(state: StateBatch) -> tuple[torch.Tensor, HeadOutputs]:
+        out = model.suffix_and_heads(state)
+        return out.policy_probs, out
+
+    return propose
 
 
 def make_envs(cfg: dict[str, Any], split: str, n: int) -> list[gym.Env]:

@@ -21,7 +21,13 @@ from safari_ros.core.hparams import learning_config
 from safari_ros.core.replay import ReplayBuffer
 from safari_ros.core.scapo import ScapoLearner, resolve_delta
 from safari_ros.evaluation.compute import PeakMemory, estimate_training_memory_mb
-from safari_ros.evaluation.loop import EpisodeRecord, OnlineLoop, ShieldGate, make_envs
+from safari_ros.evaluation.loop import (
+    EpisodeRecord,
+    OnlineLoop,
+    ShieldGate,
+    learned_policy,
+    make_envs,
+)
 from safari_ros.evaluation.models import (
     CnnSafariModel,
     FullFinetuneModel,
@@ -46,12 +52,7 @@ def _policy(model: torch.nn.Module, kind: str):
         return lambda state: (torch.softmax(zero_shot_logits(model, state), dim=-1), None)
     if kind != "learned":
         raise ValueError(f"method.policy must be 'learned' or 'zero_shot', not {kind!r}")
-
-    def propose(state):
-        out = model.suffix_and_heads(state)
-        return out.policy_probs, out
-
-    return propose
+    return learned_policy(model)
 
 
 def _memory_estimate_mb(model: torch.nn.Module, batch_size: int) -> float:
