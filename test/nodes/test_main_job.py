@@ -66,6 +66,8 @@ def test_main_job_pretrains_learns_online_deploys_and_reports(tmp_path, capsys):
     # each, and the learner learned beside them
     bags = [run_dir / "pretrain" / "demos" / f"part-{i}" for i in range(2)]
     assert all((b / "metadata.yaml").is_file() for b in bags)
+    assert (run_dir / "pretrain" / "demos" / "recorded").read_text().split() == [
+        "part-0", "part-1"]
     assert report["meta"]["launch_arguments"]["demonstrations"].split(os.pathsep) == [
         str(b.resolve()) for b in bags]
     assert "from 2 bag(s)" in (run_dir / "logs" / "learner_node.log").read_text()

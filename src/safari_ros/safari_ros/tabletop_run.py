@@ -1,9 +1,10 @@
 """The main job: the tabletop stack learning online in the simulator, then a report.
 
 First, unless a checkpoint is given, it pre-trains the adapters offline from oracle
-demonstrations recorded as a rosbag2 MCAP bag (safari_pretrain demos + train), as a robot would
-pre-train from its logs before the arm moves. Then it starts the node graph of the config (sim,
-perception, policy, shield, learner) as separate processes, switches the shield to `learn`, runs
+demonstrations recorded as rosbag2 MCAP bags (safari_pretrain demos, run.demo_workers processes
+side by side, + train), as a robot would pre-train from its logs before the arm moves. Then it
+starts the node graph of the config (sim, perception, policy, shield, learner, which learns
+beside those demonstrations) as separate processes, switches the shield to `learn`, runs
 episodes through the RunEpisode action, prints one line per episode, has the learner save its
 final adapters and stops the stack. Last, without ROS, it deploys the pre-trained adapters (v1)
 and the final ones greedily through the stack's shield on the same fresh seeds of both task
@@ -364,11 +365,15 @@ def pretrain(cfg: dict[str, Any], folder: Path, episodes_per_template: int,
              for i in range(workers)]
     bags = [folder / "demos" / f"part-{i}" for i in range(workers) if share[i]]
     checkpoint = folder / "train" / "adapters.safetensors"
-    if not all(b.exists() for b in bags):
-        shutil.rmtree(folder / "demos", ignore_errors=True)  # a part of an interrupted run
+    # written once every part is recorded: an interrupted recording closes its bag (a readable
+    # one, with fewer episodes), so the bags' presence says nothing
+    recorded = folder / "demos" / "recorded"
+    if not recorded.exists():
+        shutil.rmtree(folder / "demos", ignore_errors=True)
         log.info("recording %d oracle demonstrations per template to %s (%d processes)",
                  episodes_per_template, folder / "demos", len(bags))
         record_demos(cfg["_path"], bags, [n for n in share if n], demo_seed)
+        recorded.write_text("\n".join(b.name for b in bags) + "\n")
     if not checkpoint.exists():
         log.info("offline pre-training (%d epochs) on %s", epochs, folder / "demos")
         if pretrain_cli.main(["train", "--config", cfg["_path"], *map(str, bags),
