@@ -361,9 +361,10 @@ def pretrain(cfg: dict[str, Any], folder: Path, episodes_per_template: int,
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint + "\n")
-    share = [episodes_per_template // workers + (i < episodes_per_template % workers)
-             for i in range(workers)]
-    bags = [folder / "demos" / f"part-{i}" for i in range(workers) if share[i]]
+    # bag -> its episodes per template (a worker left without episodes records no bag)
+    parts = {folder / "demos" / f"part-{i}": n for i in range(workers)
+             if (n := episodes_per_template // workers + (i < episodes_per_template % workers))}
+    bags = list(parts)
     checkpoint = folder / "train" / "adapters.safetensors"
     # written once every part is recorded: an interrupted recording closes its bag (a readable
     # one, with fewer episodes), so the bags' presence says nothing
@@ -372,7 +373,7 @@ def pretrain(cfg: dict[str, Any], folder: Path, episodes_per_template: int,
         shutil.rmtree(folder / "demos", ignore_errors=True)
         log.info("recording %d oracle demonstrations per template to %s (%d processes)",
                  episodes_per_template, folder / "demos", len(bags))
-        record_demos(cfg["_path"], bags, [n for n in share if n], demo_seed)
+        record_demos(cfg["_path"], parts, demo_seed)
         recorded.write_text("\n".join(b.name for b in bags) + "\n")
     if not checkpoint.exists():
         log.info("offline pre-training (%d epochs) on %s", epochs, folder / "demos")
@@ -396,14 +397,14 @@ def demo_workers(cfg: dict[str, Any]) -> int:
     return workers
 
 
-def record_demos(config: str, bags: list[Path], episodes: list[int], demo_seed: int) -> None:
-    """Record the demonstrations as one bag per process, side by side: the simulator renders
-    on one core, so two processes on two cores take about half the time. Bag i draws its
-    episodes from a generator seeded demo_seed + i."""
+def record_demos(config: str, parts: dict[Path, int], demo_seed: int) -> None:
+    """Record the demonstrations as one bag per process (`parts`: bag -> episodes per
+    template), side by side: the simulator renders on one core, so two processes on two cores
+    take about half the time. Bag i draws its episodes from a generator seeded demo_seed + i."""
     procs = [subprocess.Popen([sys.executable, "-m", "safari_ros.pretrain.cli", "demos",
                                "--config", config, "--out", str(bag), "--seed",
                                str(demo_seed + i), "--episodes-per-template", str(n)])
-             for i, (bag, n) in enumerate(zip(bags, episodes, strict=True))]
+             for i, (bag, n) in enumerate(parts.items())]
     try:
         codes = [p.wait() for p in procs]
     finally:  # interrupted: the recorders go too

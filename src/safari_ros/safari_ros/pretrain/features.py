@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 
 from safari_ros.bags import BagError, Episode, ReadReport, Step, TopicMap, read_episodes
 from safari_ros.core import SafariModel, StateBatch, TransitionBatch, depth_lifter, proprio_vector
+from safari_ros.core.batch import STATE_FIELDS
 from safari_ros.core.language import referring_phrases
 from safari_ros.pretrain.labelling import MotionLabeller, merge_label_stats
 from safari_ros.robot.kinematics import tcp_pose
@@ -102,20 +103,22 @@ class FeatureSet:
         return cls(**{f.name: torch.cat([getattr(p, f.name) for p in shifted])
                       for f in dataclasses.fields(cls)})
 
-    def batch(self, index: torch.Tensor | None = None,
-              device: torch.device | str = "cpu") -> TransitionBatch:
+    def batch(self, index: torch.Tensor | None = None, device: torch.device | str = "cpu",
+              next_index: torch.Tensor | None = None) -> TransitionBatch:
         """A TransitionBatch for `pretrain_loss` (all steps when index is None).
 
         The BC weight (`success`) is 1 only on expert steps of successful episodes: steps where
         the executed action is the proposed one, so neither the demos' random perturbations nor
-        the shield's interventions are cloned. Pre-training does not look at s', so next_state
-        is s itself (no copy).
+        the shield's interventions are cloned. next_state is the state of the rows `next_index`
+        (next_rows); without it s itself (no copy): pre-training does not look at s'.
         """
         fs = self if index is None else self.subset(index)
         state = StateBatch(fs.tokens, fs.depth, fs.proprio, fs.instruction)
+        after = state if next_index is None else StateBatch(
+            *(getattr(self, f)[next_index] for f in STATE_FIELDS))
         expert = (fs.action == fs.proposed).float()
         return TransitionBatch(
-            state=state, action=fs.action, reward=fs.reward, cost=fs.cost, next_state=state,
+            state=state, action=fs.action, reward=fs.reward, cost=fs.cost, next_state=after,
             done=fs.done, success=fs.success * expert,
             behaviour_prob=torch.ones(len(fs)), ground=fs.ground,
         ).to(device)
@@ -153,10 +156,7 @@ class DemonstrationSampler:
     def sample(self, n: int, device: torch.device | str = "cpu") -> TransitionBatch:
         """n transitions drawn uniformly with replacement."""
         idx = self.rows[torch.randint(0, len(self.rows), (n,), generator=self.gen)]
-        batch = self.data.batch(idx)
-        after = self.data.subset(self.next[idx])
-        batch.next_state = StateBatch(after.tokens, after.depth, after.proprio, after.instruction)
-        return batch.to(device)
+        return self.data.batch(idx, device, next_index=self.next[idx])
 
 
 def load_demonstrations(model: SafariModel, bags: Sequence[str | os.PathLike[str]], *,
