@@ -247,9 +247,12 @@ class ShieldNode(LifecycleNode):
             return
         if not self.stopped_for_watchdog:
             self.stopped_for_watchdog = True
+            # The stop first, the log after: the deadline has passed, and an rclpy log call is
+            # not free (it walks the caller's frames with inspect.getframeinfo, which reads
+            # source lines and resolves paths).
+            note = self.send_stop("watchdog")
             self.counts["watchdog_stops"] += 1
             self.get_logger().warning("no fresh proposal within the watchdog deadline: stop")
-            note = self.send_stop("watchdog")
             self.publish_stop_decision("watchdog", note, watchdog=Check.VIOLATION)
 
     def on_recheck(self) -> None:
