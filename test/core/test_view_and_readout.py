@@ -264,28 +264,3 @@ def test_locate_reads_the_cells_around_the_attention_peak_not_a_distant_lookalik
     attn[0, 0, 24], attn[0, 0, 0] = 0.45, 0.55
     assert torch.allclose(readout.locate(attn, points)[0, 0], torch.tensor([0.40, 0.10, 0.03]),
                           atol=1e-4)
-
-
-@pytest.mark.parametrize("flat_places", [False, True])
-def test_a_place_query_reads_the_flat_cells_not_the_object_beside_the_pad(
-        flat_places: bool) -> None:
-    """Two queries, both attending to a pad cell and, less, to the cell beside it where an
-    object stands (the one being pushed onto the pad). The first query (the object) is drawn
-    to the standing points either way; with flat_places the second (the place) reads the flat
-    cells only and stays on the pad, without it the object's points pull it off the pad."""
-    grid = 3
-    readout = SpatialReadout(8, n_queries=2, grid=grid, flat_places=flat_places)
-    points = torch.zeros(1, grid * grid, DEPTH_CHANNELS)
-    for cell in range(grid * grid):  # the table: each cell's centroid, nothing standing
-        points[0, cell, :3] = torch.tensor([0.5 + 0.05 * (cell // grid), 0.05 * (cell % grid), 0])
-    pad, beside = 4, 5
-    points[0, beside] = torch.tensor([0.56, 0.09, 0.02, 0.3])  # the object
-    attn = torch.zeros(1, 2, grid * grid)
-    attn[0, :, pad], attn[0, :, beside] = 0.7, 0.3
-    where = readout.locate(attn, points)[0]
-    assert torch.allclose(where[0], points[0, beside, :3], atol=5e-3)  # the object query
-    off_pad = float(torch.linalg.norm(where[1, :2] - points[0, pad, :2]))
-    if flat_places:
-        assert off_pad < 1e-3
-    else:
-        assert off_pad > 0.03

@@ -18,9 +18,8 @@ from torch import nn
 
 from safari_ros.core.features import DEPTH_CHANNELS
 
-__all__ = ["EMPTY_PATCH_WEIGHT", "FLAT_SHARE", "INSTRUCTION_PARTS", "MASKED_LOGIT",
-           "OCCUPANCY_GRID", "PEAK_RADIUS", "ActionCritic", "HeadOutputs", "SafariHeads",
-           "SpatialReadout", "mlp"]
+__all__ = ["EMPTY_PATCH_WEIGHT", "INSTRUCTION_PARTS", "MASKED_LOGIT", "OCCUPANCY_GRID",
+           "PEAK_RADIUS", "ActionCritic", "HeadOutputs", "SafariHeads", "SpatialReadout", "mlp"]
 
 MASKED_LOGIT = -1e4  # pi's logit of an action it may not propose (exp underflows to 0)
 # An encoded instruction starts with this many embeddings (the sentence's and its frame's:
@@ -40,9 +39,6 @@ EMPTY_PATCH_WEIGHT = 0.001
 # oracle's episodes, the untrained readout's estimate fell within 2 cm of the named object 0.74
 # (train) / 0.62 (held-out) of the time this way, 0.47 / 0.21 over the whole view.
 PEAK_RADIUS = 1
-# A lifted cell counts as flat (table only) for the place queries (SpatialReadout.flat_places)
-# when at most this share of its points stands above the table.
-FLAT_SHARE = 0.02
 
 
 def mlp(d_in: int, hidden: int, d_out: int, zero_last: bool = False) -> nn.Sequential:
@@ -135,10 +131,9 @@ class SpatialReadout(nn.Module):
     E x E map per query would outweigh the adapters on a real CLIP)."""
 
     def __init__(self, embed_dim: int, n_queries: int, grid: int, rank: int = 16,
-                 init_scale: float = 1 / 0.07, flat_places: bool = False) -> None:
+                 init_scale: float = 1 / 0.07) -> None:
         super().__init__()
         self.n_queries = n_queries
-        self.flat_places = flat_places
         self.gain = nn.Parameter(torch.ones(n_queries, embed_dim))
         self.bias = nn.Parameter(torch.zeros(n_queries, embed_dim))
         self.down = nn.Parameter(torch.randn(n_queries, embed_dim, rank) / math.sqrt(embed_dim))
@@ -164,20 +159,12 @@ class SpatialReadout(nn.Module):
     def locate(self, attention: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """(B, Q, 3) base-frame positions the queries point at: their attention (B, Q, P) over
         the lifted cells (B, P, DEPTH_CHANNELS) within PEAK_RADIUS cells of its peak, each cell
-        weighted by how much of it stands above the table. With flat_places, the queries after
-        the first (the instruction's later phrases: the place, "the blue pad") weigh only flat
-        cells: a pad is flat, and by share of standing points an object beside it, the one
-        pushed onto it above all, would pull the estimate onto itself. The window is chosen
-        without gradient; the weights inside it carry the attention's."""
+        weighted by how much of it stands above the table. The window is chosen without
+        gradient; the weights inside it carry the attention's."""
         spacing = 2.0 / math.isqrt(self.grid.shape[0])
         peak = self.grid[attention.argmax(-1)]  # (B, Q, 2)
         near = ((self.grid - peak[..., None, :]).abs() < (PEAK_RADIUS + 0.5) * spacing).all(-1)
-        share = points[..., 3]
-        cell = (share + EMPTY_PATCH_WEIGHT)[:, None, :].expand(-1, attention.shape[1], -1)
-        if self.flat_places and attention.shape[1] > 1:
-            flat = (share <= FLAT_SHARE).to(share.dtype) + EMPTY_PATCH_WEIGHT
-            cell = torch.cat([cell[:, :1], flat[:, None, :].expand_as(cell[:, 1:])], dim=1)
-        weight = attention * near * cell
+        weight = attention * near * (points[..., 3] + EMPTY_PATCH_WEIGHT)[:, None, :]
         return (weight @ points[..., :3]) / weight.sum(-1, keepdim=True)
 
     def forward(self, patches: torch.Tensor, phrases: torch.Tensor, points: torch.Tensor,
@@ -209,7 +196,6 @@ class SafariHeads(nn.Module):
         patch_grid: int = 0,
         readout_scale: float = 1 / 0.07,
         proposable: Sequence[bool] | None = None,
-        flat_places: bool = False,
     ) -> None:
         super().__init__()
         n_actions, embed_dim = action_text_embedding.shape
@@ -231,9 +217,8 @@ class SafariHeads(nn.Module):
         self.register_buffer("action_text", action_text_embedding.detach().float(), False)
         # actor group
         self.embed_dim = embed_dim
-        self.readout = SpatialReadout(
-            embed_dim, spatial_queries, patch_grid, init_scale=readout_scale,
-            flat_places=flat_places) if spatial_queries > 0 else None
+        self.readout = SpatialReadout(embed_dim, spatial_queries, patch_grid,
+                                      init_scale=readout_scale) if spatial_queries > 0 else None
         self.depth_cells = depth_dim // DEPTH_CHANNELS
         if depth_dim % DEPTH_CHANNELS or math.isqrt(self.depth_cells) ** 2 != self.depth_cells:
             raise ValueError(f"depth_dim {depth_dim} is not {DEPTH_CHANNELS} channels per cell "

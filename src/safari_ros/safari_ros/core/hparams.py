@@ -125,9 +125,6 @@ class HeadsConfig:
     # Instruction-steered queries over the patch embeddings (each adds its soft-argmax image
     # position and peak attention to the fused state); 0 = the pooled embedding only.
     spatial_queries: int = 0
-    # Whether the queries after the first (the place an instruction names: "onto the blue
-    # pad") are located on flat cells only (SpatialReadout.locate).
-    flat_places: bool = False
     # Whether the readout's queries attend over the frozen backbone's patch embeddings (true)
     # or the adapted ones. The frozen patches keep what the backbone learned about every
     # colour and shape, held-out ones included; adapters trained on a few hundred

@@ -78,7 +78,6 @@ class SafariModel(nn.Module):
             patch_grid=int(backbone.visual.grid_size[0]),
             readout_scale=float(backbone.clip.logit_scale.exp()),
             proposable=hp.heads.proposable([a.backup for a in self.actions]),
-            flat_places=hp.heads.flat_places,
         )
         self.to(backbone.device)
 
