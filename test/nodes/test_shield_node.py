@@ -312,3 +312,28 @@ def test_a_stop_before_any_joint_state_says_what_the_controller_does(node):
         assert CONTROLLER_HOLDS in decision.reason
     finally:
         fresh.destroy_node()
+
+
+def test_a_switch_between_execute_and_learn_does_not_extend_the_watchdog(node):
+    """The watchdog's deadline counts from the last proposal, and from the switch into a mode
+    that moves the arm; a switch between execute and learn is no fresh input (re-armed there, a
+    stream that died just before the switch had up to watchdog_s more)."""
+    from safari_ros.nodes.shield_node import ShieldNode
+
+    fresh = ShieldNode()  # in this process, never spun: only its mode logic runs
+
+    def switch(mode: int) -> float:
+        assert fresh.on_set_mode(SetMode.Request(mode=mode), SetMode.Response()).success
+        return fresh.last_proposal_wall
+
+    try:
+        before = switch(SetMode.Request.IDLE)  # it starts in execute (autostart)
+        armed = switch(SetMode.Request.EXECUTE)  # from idle: the deadline starts now
+        assert armed > before
+        fresh.last_proposal_wall = last = armed - 0.4  # the last proposal came 0.4 s ago
+        assert switch(SetMode.Request.LEARN) == last
+        assert switch(SetMode.Request.EXECUTE) == last
+        assert switch(SetMode.Request.PAUSE) == last  # a stop; nothing to watch
+        assert switch(SetMode.Request.LEARN) > last  # moving again: a new deadline
+    finally:
+        fresh.destroy_node()

@@ -64,6 +64,10 @@ HELD_LAST_TARGET = "stop_without_joint_state:re-sent the last commanded target"
 CONTROLLER_HOLDS = "stop_without_joint_state:nothing commanded yet, the controller holds"
 
 
+# The modes in which proposals move the arm (and the watchdog runs).
+MOVING_MODES = (SetMode.Request.EXECUTE, SetMode.Request.LEARN)
+
+
 def _duration(seconds: float) -> Duration:
     return Duration(sec=int(seconds), nanosec=int((seconds % 1.0) * 1e9))
 
@@ -137,10 +141,10 @@ class ShieldNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Open the path to the controller."""
-        # Python's first full garbage collection walks every object made at start-up (numpy,
-        # the message types, the kinematics); under CPU load it held the first watchdog stop
-        # after start-up about 100 ms (bench/faults.py: sent 108 ms past the deadline, the
-        # other 19 trials 1-6 ms). Frozen, the start-up heap is never walked again.
+        # Python's full garbage collections walk every object made at start-up (numpy, the
+        # message types, the kinematics); frozen, the start-up heap is never walked again in
+        # the control path. (The late first stop once put down to it came from re-arming the
+        # watchdog at a switch from execute to learn: on_set_mode.)
         gc.collect()
         gc.freeze()
         self.active = True
@@ -178,7 +182,7 @@ class ShieldNode(LifecycleNode):
         """Decide and execute; any failure on the way ends in stop (fail closed)."""
         received = self.rearm_watchdog()
         self.stopped_for_watchdog = False
-        if not self.active or self.mode not in (SetMode.Request.EXECUTE, SetMode.Request.LEARN):
+        if not self.active or self.mode not in MOVING_MODES:
             return
         try:
             verdict = self.decide(msg)
@@ -230,7 +234,7 @@ class ShieldNode(LifecycleNode):
 
     def on_watchdog(self) -> None:
         """No proposal within the deadline while executing -> stop (once per stale period)."""
-        if not self.active or self.mode not in (SetMode.Request.EXECUTE, SetMode.Request.LEARN):
+        if not self.active or self.mode not in MOVING_MODES:
             return
         # The timer was reset after last_proposal_wall was read, on the same monotonic clock:
         # when it fires the deadline has normally passed (the 1 ms covers rounding of the two
@@ -287,11 +291,17 @@ class ShieldNode(LifecycleNode):
             return response
         if request.mode in (SetMode.Request.ESTOP, SetMode.Request.PAUSE, SetMode.Request.IDLE):
             self.stop_and_report(MODE_NAMES[request.mode])
+        was_moving = self.mode in MOVING_MODES
         self.mode = request.mode
         if request.mode == SetMode.Request.HOME:
             self.go_home()
             self.mode = SetMode.Request.IDLE
-        self.rearm_watchdog()
+        # The deadline starts when the arm may move. A change between execute and learn is no
+        # fresh input: re-armed there, it gave a stream that had died just before the change up
+        # to watchdog_s more (bench/faults.py saw the first stop after its switch to learn
+        # 60-110 ms past the last proposal's deadline).
+        if self.mode in MOVING_MODES and not was_moving:
+            self.rearm_watchdog()
         self.publish_mode()
         response.success = True
         response.message = f"mode {MODE_NAMES[response.previous_mode]} -> {MODE_NAMES[self.mode]}"
