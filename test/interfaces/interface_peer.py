@@ -10,7 +10,7 @@ import sys
 
 import rclpy
 from rclpy.action import ActionServer
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from support import filled, interface_names, ros_class
@@ -76,9 +76,11 @@ def main() -> None:
     executor.add_node(node)
     try:
         executor.spin()
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # SIGINT, or SIGTERM through rclpy's signal handler
     finally:
+        executor.shutdown()  # join the executor's worker threads before the interpreter exits
+        node.destroy_node()
         rclpy.try_shutdown()
 
 
