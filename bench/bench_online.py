@@ -6,7 +6,7 @@ the final adapters deployed greedily through the stack's shield on the same fres
 training instructions (evaluation.deployment), with the paired gain and the successes per verb.
 
     python bench/bench_online.py CHECKPOINT --demos BAG [BAG ...] [--config C] [--episodes 20]
-        [--online-seed 4000000] [--deploy-episodes 60] [--set demo_share=0 ...]
+        [--online-seed 4000000] [--deploy-episodes 60] [--set demo_share=0 ...] [--no-v1]
 
 --set overrides learning.scapo keys (demo_share=0: the robot's own replay only). Seeds are
 development seeds: online episode layouts from --online-seed, deployment from --seed-base
@@ -18,6 +18,7 @@ online learning and 2.5 per checkpoint for 60 deployment episodes.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from collections import Counter
@@ -65,6 +66,12 @@ def learn_online(cfg: dict, checkpoint: str, demos: list[str], episodes: int, se
     if demos and hp.scapo.demo_share > 0:
         sampler, _ = load_demonstrations(model, demos, seed=hp.replay.sampling_seed)
         print(f"learning beside {len(sampler)} demonstration transitions")
+        if hp.scapo.critic_warmup_steps:
+            t0 = time.perf_counter()
+            figures = learner.warm_up_critics(sampler.transitions(hp.scapo.gamma),
+                                              hp.scapo.critic_warmup_steps)
+            print(f"critics warmed up in {time.perf_counter() - t0:.0f} s: "
+                  + ", ".join(f"{k} {v:.3g}" for k, v in figures.items()), flush=True)
     envs = make_envs(cfg, "train", N_ENVS)
     loop = OnlineLoop(model, envs, ShieldGate(cfg, STACK_SHIELD, hp.scapo.gamma, N_ENVS),
                       policy=learned_policy(model), perceive=lambda rgb: perceive(model, rgb),
@@ -101,7 +108,11 @@ def main() -> None:
     ap.add_argument("--seed-base", type=int, default=2_100_000_000)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="learning.scapo overrides")
-    ap.add_argument("--out", default="runs/bench_online", help="where the final adapters go")
+    ap.add_argument("--out", default="runs/bench_online",
+                    help="where the final adapters and deployment.json go")
+    ap.add_argument("--no-v1", action="store_true",
+                    help="deploy the final adapters only (v1's greedy episodes do not change "
+                         "with the online run: deploy them once)")
     args = ap.parse_args()
     cfg = load_config(args.config)
     for item in args.set:
@@ -112,9 +123,12 @@ def main() -> None:
     final = learn_online(cfg, args.checkpoint, args.demos, args.episodes, args.online_seed,
                          args.out)
     torch.set_num_threads(1)  # the deployment's setting (run.deploy_torch_threads)
-    section = evaluate_deployment(cfg, {"v1": args.checkpoint, "final": final},
+    checkpoints = {"final": final} if args.no_v1 else {"v1": args.checkpoint, "final": final}
+    section = evaluate_deployment(cfg, checkpoints,
                                   DeploymentSeeds(args.seed_base, args.deploy_episodes),
                                   splits=("train",))
+    with open(os.path.join(args.out, "deployment.json"), "w") as f:
+        json.dump(section, f, indent=1)
     for label, s in section["splits"]["train"].items():
         if label == "gain":
             print(f"gain final - v1: {s['mean']:+.2f} [{s['low']:+.2f}, {s['high']:+.2f}]")

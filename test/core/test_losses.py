@@ -76,6 +76,18 @@ def test_cql_penalty_by_hand():
     _close(cql_penalty(_t(q), _t(ACTION, torch.long)), hand)
 
 
+def test_calibrated_cql_penalty_stops_at_the_floor_by_hand():
+    q = [[1.0, 2.0, 0.0], [0.5, -0.5, 1.5]]
+    floor = [1.5, -1.0]  # the first row's 1.0 and 0.0 count as 1.5; the second row is above
+    pushed = [[1.5, 2.0, 1.5], q[1]]
+    lse = [math.log(sum(math.exp(v) for v in row)) for row in pushed]
+    hand = ((lse[0] - q[0][0]) + (lse[1] - q[1][2])) / 2
+    _close(cql_penalty(_t(q), _t(ACTION, torch.long), _t(floor)), hand)
+    # below every Q the floor changes nothing
+    _close(cql_penalty(_t(q), _t(ACTION, torch.long), _t([-9.0, -9.0])),
+           cql_penalty(_t(q), _t(ACTION, torch.long)))
+
+
 def test_td_loss_by_hand():
     _close(td_loss(_t([1.0, 2.0, 0.0]), _t([0.5, 2.5, -1.0])), (0.25 + 0.25 + 1.0) / 3)
 

@@ -188,6 +188,50 @@ def test_cql_lowers_q_of_actions_absent_from_the_data():
     assert change_cql < -0.1
 
 
+def _warm_up(calql: bool, steps: int = 150) -> tuple[ScapoLearner, dict, torch.Tensor,
+                                                      torch.Tensor, list]:
+    """Critic warm-up on demonstrations of action 0 (reward 1, terminal: return 1)."""
+    model = make_tiny_model(tiny_hp(alpha_cql=1.0, lr=3e-3, critic_warmup_steps=steps,
+                                    critic_warmup_calql=calql), seed=7)
+    learner = ScapoLearner(model, model.hp.scapo)
+    states = random_states(model, 32, torch.Generator().manual_seed(0))
+    ones, zeros = torch.ones(32), torch.zeros(32)
+    demos = TransitionBatch(states, torch.zeros(32, dtype=torch.long), ones, zeros, states,
+                            ones, ones, ones)
+    actor = [p.detach().clone() for p in learner.actor_params]
+    with torch.no_grad():
+        q0 = model.suffix_and_heads(states).q_reward
+    figures = learner.warm_up_critics([(demos, ones), (demos, ones)], steps)  # two chunks
+    with torch.no_grad():
+        q = model.suffix_and_heads(states).q_reward
+    return learner, figures, q, q0, actor
+
+
+def test_critic_warm_up_fits_the_critics_and_leaves_pi_alone():
+    learner, figures, q, _, actor = _warm_up(calql=True)
+    assert all(torch.equal(a, p) for a, p in zip(actor, learner.actor_params, strict=True))
+    for live, target in zip(learner.critics, learner.targets, strict=True):
+        assert all(torch.equal(p, t) for p, t in zip(live.parameters(), target.parameters(),
+                                                      strict=True))
+    print(figures)
+    assert figures["loss_last"] < figures["loss_first"], figures
+    assert figures["expert_argmax_agreement"] == 1.0
+    # Q_r(s, a_data) from near 0 to the return 1 or above it (CQL also lifts the data's action)
+    assert float(q[:, 0].min()) > 0.8
+    assert figures["q_minus_return"] == pytest.approx(float(q[:, 0].mean()) - 1.0, abs=1e-5)
+
+
+def test_calibrated_warm_up_does_not_sink_unseen_actions_below_the_return():
+    _, _, q, q0, _ = _warm_up(calql=True)
+    change_calql = q - q0
+    _, _, q, q0, _ = _warm_up(calql=False)
+    change_cql = q - q0
+    absent_calql, absent_cql = float(change_calql[:, 1:].mean()), float(change_cql[:, 1:].mean())
+    print(f"change of Q_r at actions absent from the data: Cal-QL {absent_calql:+.3f}, "
+          f"CQL {absent_cql:+.3f}")
+    assert absent_cql < absent_calql - 0.2
+
+
 # --------------------------------------------------------------------- constrained bandit
 BANDIT_REWARD = np.array([1.0, 0.7, 0.3, 0.0])  # action 0 is the most rewarding ...
 BANDIT_COST = np.array([1.0, 0.0, 0.0, 0.0])  # ... and the only costly one

@@ -45,7 +45,8 @@ def test_previous_run_is_set_aside_not_deleted(tmp_path):
 
 
 def test_main_job_pretrains_learns_online_deploys_and_reports(tmp_path, capsys):
-    config = tiny_stack_config(tmp_path)
+    # with the critics' warm-up on the demonstrations before online learning
+    config = tiny_stack_config(tmp_path, {"learning": {"scapo": {"critic_warmup_steps": 20}}})
     run_dir = tmp_path / "run"
     code = tabletop_run.main(["--config", str(config), "--episodes", "2",
                               "--pretrain-episodes", "2", "--deploy-episodes", "2",
@@ -70,7 +71,9 @@ def test_main_job_pretrains_learns_online_deploys_and_reports(tmp_path, capsys):
         "part-0", "part-1"]
     assert report["meta"]["launch_arguments"]["demonstrations"].split(os.pathsep) == [
         str(b.resolve()) for b in bags]
-    assert "from 2 bag(s)" in (run_dir / "logs" / "learner_node.log").read_text()
+    learner_log = (run_dir / "logs" / "learner_node.log").read_text()
+    assert "from 2 bag(s)" in learner_log
+    assert "critics warmed up on the demonstrations" in learner_log
     assert (run_dir / "learning_curves.png").stat().st_size > 10_000
     # Deployment: v1 is the pre-trained checkpoint, final the learner's last save, both on the
     # same seeds of both splits; the table is the last thing printed before the paths.

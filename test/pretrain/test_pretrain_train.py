@@ -14,10 +14,15 @@ from safetensors.torch import load_file
 
 from safari_ros.bags import CorruptBag, TopicMap
 from safari_ros.config import load_config
-from safari_ros.core import build_model, load_checkpoint, validate_checkpoint
+from safari_ros.core import ScapoLearner, build_model, load_checkpoint, validate_checkpoint
 from safari_ros.pretrain import TrainSettings, load_bag_features, run_pretrain
 from safari_ros.pretrain.cli import main
-from safari_ros.pretrain.features import DemonstrationSampler, load_demonstrations, next_rows
+from safari_ros.pretrain.features import (
+    DemonstrationSampler,
+    load_demonstrations,
+    monte_carlo_returns,
+    next_rows,
+)
 from safari_ros.pretrain.train import warm_up_heads
 
 
@@ -169,31 +174,53 @@ def test_demonstration_sampler_draws_whole_transitions_and_marks_expert_steps(
         load_demonstrations(model, [demo_bag, tmp_path / "nowhere"], cache_dir=tmp_path / "c")
 
 
-def test_offline_critics_rank_the_demonstrated_actions_first(config_path, demo_bag, tmp_path):
-    cfg = load_config(config_path)
-    cfg["learning"]["pretrain"]["offline_critics"] = True
+def test_demonstration_transitions_come_once_each_with_their_return(config_path, demo_bag,
+                                                                   tmp_path):
+    model = build_model(load_config(config_path))
+    data, _ = load_bag_features(model, [demo_bag], TopicMap.load(), cache_dir=tmp_path / "c")
+    sampler = DemonstrationSampler(data, seed=3)
+    gamma = 0.9
+    returns = monte_carlo_returns(data, gamma)
+    for e in data.episode.unique():  # by hand: sum_k gamma^k r_{t+k} to the episode's end
+        rows = torch.nonzero(data.episode == e).squeeze(1).tolist()
+        rewards = [float(data.reward[r]) for r in rows]
+        for k, r in enumerate(rows):
+            hand = sum(v * gamma**j for j, v in enumerate(rewards[k:]))
+            assert float(returns[r]) == pytest.approx(hand, abs=1e-5)
+    chunks = list(sampler.transitions(gamma, chunk=50))
+    assert sum(len(b) for b, _ in chunks) == len(sampler) and len(chunks) > 1
+    actions = torch.cat([b.action for b, _ in chunks])
+    assert torch.equal(actions, data.action[sampler.rows])  # every row once, in order
+    assert torch.equal(torch.cat([g for _, g in chunks]), returns[sampler.rows])
+    assert torch.equal(chunks[0][0].next_state.tokens, data.tokens[sampler.next[:50]].float())
+
+
+def test_critic_warm_up_on_demonstrations_ranks_the_demonstrated_actions_first(
+        config_path, demo_bag, tmp_path):
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = build_model(load_config(config_path))
     data, _ = load_bag_features(model, [demo_bag], TopicMap.load(), cache_dir=tmp_path / "c")
     expert = torch.nonzero((data.action == data.proposed) & (data.success > 0.5)).squeeze(1)
     batch = data.batch(expert)
+    learner = ScapoLearner(model, model.hp.scapo)
 
-    def margin() -> float:
-        """Mean of Q_r at the demonstrated action minus Q_r's mean over the others."""
+    def outputs() -> tuple[float, torch.Tensor]:
+        """Mean of Q_r at the demonstrated action minus Q_r's mean over the others; pi."""
         with torch.no_grad():
-            q = model.suffix_and_heads(batch.state).q_reward
+            out = model.suffix_and_heads(batch.state)
+        q = out.q_reward
         at = q.gather(1, batch.action[:, None]).squeeze(1)
-        return float((at - (q.sum(1) - at) / (q.shape[1] - 1)).mean())
+        return float((at - (q.sum(1) - at) / (q.shape[1] - 1)).mean()), out.policy_probs
 
-    critics = snapshot(model.heads.reward_critic)
-    before = margin()
-    stats = warm_up(model, data)
-    after = margin()
-    print(f"Q_r margin of the demonstrated action: {before:.3f} -> {after:.3f}; "
-          f"{stats['critics_last']}")
-    assert not same(critics, model.heads.reward_critic.state_dict())
+    before, pi_before = outputs()
+    figures = learner.warm_up_critics(
+        DemonstrationSampler(data).transitions(model.hp.scapo.gamma, chunk=64), 1500)
+    after, pi_after = outputs()
+    print(f"Q_r margin of the demonstrated action: {before:.3f} -> {after:.3f}; {figures}")
     assert after > 0.3 and after > before + 0.3
-    assert all(math.isfinite(v) for v in stats["critics_last"].values())
+    assert torch.equal(pi_before, pi_after)  # the critics only
+    assert figures["transitions"] == int((next_rows(data) >= 0).sum())
+    assert all(math.isfinite(v) for v in figures.values())
 
 
 def test_same_seed_same_weights_and_resume_continues_exactly(config_path, demo_bag, tmp_path):

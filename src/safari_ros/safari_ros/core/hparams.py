@@ -185,10 +185,6 @@ class PretrainConfig:
     # Updates of the heads alone on the frozen backbone's embeddings before the adapters join
     # (linear probing, then fine-tuning: LP-FT); 0 = none. See pretrain/train.warm_up_heads.
     head_warmup_steps: int = 0
-    # During the warm-up the critics (Q_r with CQL, Q_c, V_C) also learn offline from the logged
-    # rewards and costs, as SCAPO's critic step does online, so SCAPO starts from critics that
-    # rank the demonstrated actions instead of untrained ones.
-    offline_critics: bool = False
     epochs: int = 20
     batch_size: int = 64  # global: split evenly over DDP ranks
     heldout_fraction: float = 0.2  # share of episodes held out for evaluation
@@ -249,8 +245,16 @@ class ScapoConfig:
     # Weight of L_BC (pre-training's behaviour cloning: NLL of the expert's action) on the
     # demonstration part of each batch, in pi's objective (TD3+BC, Fujimoto & Gu 2021; AWAC).
     bc_weight: float = 0.0
+    # Offline critic pre-training (ScapoLearner.warm_up_critics; Cal-QL, Nakamoto et al. 2023):
+    # updates of the critics alone on the demonstrations before the first online update, so
+    # that the policy's first online steps follow critics that have seen the task; 0 = the
+    # critics start untrained. calql: CQL's push-down stops at the demonstrations' own return.
+    critic_warmup_steps: int = 0
+    critic_warmup_calql: bool = True
 
     def __post_init__(self) -> None:
+        if self.critic_warmup_steps < 0:
+            raise ValueError("critic_warmup_steps must be >= 0")
         if self.anchor_kl < 0:
             raise ValueError("anchor_kl must be >= 0")
         if not 0.0 <= self.demo_share < 1.0:

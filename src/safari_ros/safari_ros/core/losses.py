@@ -101,9 +101,18 @@ def td_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(pred, target.detach())
 
 
-def cql_penalty(q: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-    """CQL(H): mean of logsumexp_a Q(s, a) - Q(s, a_data); pushes down actions absent from data."""
-    return (torch.logsumexp(q, dim=1) - q.gather(1, action[:, None]).squeeze(1)).mean()
+def cql_penalty(q: torch.Tensor, action: torch.Tensor,
+                floor: torch.Tensor | None = None) -> torch.Tensor:
+    """CQL(H): mean of logsumexp_a Q(s, a) - Q(s, a_data); pushes down actions absent from data.
+
+    With `floor` (B,), a reference policy's value at each state (the data's Monte-Carlo return),
+    Cal-QL's calibration (Nakamoto et al. 2023): the push-down works on max(Q(s, a), floor(s)),
+    so Q stops sinking once it is as low as what the data's own policy achieved there. Plain
+    CQL with rewards of 0.01-0.2 a step sinks unseen actions far below any return the task
+    pays, and the first online steps then spend themselves undoing that.
+    """
+    pushed = q if floor is None else torch.maximum(q, floor[:, None])
+    return (torch.logsumexp(pushed, dim=1) - q.gather(1, action[:, None]).squeeze(1)).mean()
 
 
 def entropy(log_probs: torch.Tensor) -> torch.Tensor:

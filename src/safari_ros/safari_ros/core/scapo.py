@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -68,27 +68,32 @@ def polyak(live: Sequence[nn.Module], targets: Sequence[nn.Module], tau: float) 
                 tp.lerp_(p, tau)
 
 
-def critic_targets(heads: SafariHeads, targets: Sequence[nn.Module], nxt: HeadOutputs,
-                   batch: TransitionBatch, gamma: float) -> tuple[torch.Tensor, ...]:
+def critic_targets(heads: SafariHeads, targets: Sequence[nn.Module], next_state: torch.Tensor,
+                   actions: torch.Tensor, pi_next: torch.Tensor, *, reward: torch.Tensor,
+                   cost: torch.Tensor, done: torch.Tensor,
+                   gamma: float) -> tuple[torch.Tensor, ...]:
     """Bootstrap targets (y_r, y_c, y_v) of Q_r, Q_c (expected under pi at s') and V_C, from
-    the heads' outputs at s' (`nxt`) and the target critics."""
+    the state embeddings at s' (`next_state`, (B, E)), the action embeddings (A, E), pi(.|s')
+    (B, A) and the target critics."""
     with torch.no_grad():
-        q_r, q_c, _, v_c = heads.critics(targets, nxt.state_embedding, nxt.action_embedding)
-        pi_next = nxt.policy_probs
-        cont = gamma * (1.0 - batch.done)
-        return (batch.reward + cont * (pi_next * q_r).sum(1),
-                batch.cost + cont * (pi_next * q_c).sum(1), batch.cost + cont * v_c)
+        q_r, q_c, _, v_c = heads.critics(targets, next_state, actions)
+        cont = gamma * (1.0 - done)
+        return (reward + cont * (pi_next * q_r).sum(1), cost + cont * (pi_next * q_c).sum(1),
+                cost + cont * v_c)
 
 
 def value_losses(q_reward: torch.Tensor, q_cost: torch.Tensor, v_cost: torch.Tensor,
                  action: torch.Tensor, targets: Sequence[torch.Tensor],
-                 alpha_cql: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 alpha_cql: float, floor: torch.Tensor | None = None,
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The TD losses of Q_r, Q_c and V_C at the logged actions against `targets`
-    (critic_targets) plus alpha_cql times CQL's penalty on Q_r: (their sum, each term)."""
+    (critic_targets) plus alpha_cql times CQL's penalty on Q_r, calibrated by `floor` (Cal-QL,
+    losses.cql_penalty) when given: (their sum, each term)."""
     y_r, y_c, y_v = targets
     q_r_a = q_reward.gather(1, action[:, None]).squeeze(1)
     q_c_a = q_cost.gather(1, action[:, None]).squeeze(1)
-    terms = {"loss_q_reward": td_loss(q_r_a, y_r), "loss_cql": cql_penalty(q_reward, action),
+    terms = {"loss_q_reward": td_loss(q_r_a, y_r),
+             "loss_cql": cql_penalty(q_reward, action, floor),
              "loss_q_cost": td_loss(q_c_a, y_c), "loss_v_cost": td_loss(v_cost, y_v)}
     total = (terms["loss_q_reward"] + alpha_cql * terms["loss_cql"] + terms["loss_q_cost"]
              + terms["loss_v_cost"])
@@ -268,7 +273,83 @@ class ScapoLearner:
         """Bootstrap targets for Q_r, Q_c (expected under the current pi at s') and V_C."""
         with torch.no_grad():
             nxt = self.model.suffix_and_heads(batch.next_state)
-        return critic_targets(self.model.heads, self.targets, nxt, batch, self.hp.gamma)
+        return critic_targets(self.model.heads, self.targets, nxt.state_embedding,
+                              nxt.action_embedding, nxt.policy_probs, reward=batch.reward,
+                              cost=batch.cost, done=batch.done, gamma=self.hp.gamma)
+
+    def warm_up_critics(self, chunks: Iterable[tuple[TransitionBatch, torch.Tensor]],
+                        steps: int, seed: int = 0) -> dict[str, float]:
+        """Offline critic pre-training before the first online update (Cal-QL's
+        offline-to-online recipe, Nakamoto et al. 2023).
+
+        Pre-training teaches pi and C, not Q_r, Q_c and V_C: online they would start untrained,
+        and a policy step on an untrained critic moves pi towards noise (the anchor, anchor_kl,
+        holds pi back from that, and with it from most of what online learning could add).
+        Here the critics take `steps` of SCAPO's own critic losses (TD against the target
+        critics, CQL on Q_r, C's BCE so that the shared cost head keeps what it learned) on the
+        demonstration transitions of `chunks`, pairs of (batch, each step's Monte-Carlo return
+        in its episode), with pi as it is now. That pi does not move, so the state embeddings,
+        pi(.|s') and the action embeddings are computed once and a step costs the critics'
+        arithmetic only. With scapo.critic_warmup_calql, CQL's push-down stops at the return
+        the demonstrations achieved (losses.cql_penalty's floor). The target critics end as
+        copies of the warmed-up ones. Returns figures for the log: the loss over the first and
+        last tenth of the steps, and on the demonstrations' expert steps how often
+        argmax_a Q_r(s, a) is the demonstrated action and the mean Q_r(s, a) - return.
+        """
+        heads = self.model.heads
+        training = self.model.training
+        self.model.eval()
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in (
+            "s", "s_next", "pi_next", "a", "reward", "cost", "done", "expert", "mc")}
+        actions = None
+        with torch.no_grad():
+            for batch, mc in chunks:
+                batch = batch.to(self.device)
+                out = self.model.suffix_and_heads(batch.state)
+                nxt = self.model.suffix_and_heads(batch.next_state)
+                actions = out.action_embedding
+                for key, value in (("s", out.state_embedding), ("s_next", nxt.state_embedding),
+                                   ("pi_next", nxt.policy_probs), ("a", batch.action),
+                                   ("reward", batch.reward), ("cost", batch.cost),
+                                   ("done", batch.done), ("expert", batch.success),
+                                   ("mc", mc.to(self.device, torch.float32))):
+                    parts[key].append(value)
+        self.model.train(training)
+        if actions is None:
+            raise ValueError("no demonstration transitions to warm the critics up on")
+        d = {k: torch.cat(v) for k, v in parts.items()}
+        floor = d["mc"] if self.hp.critic_warmup_calql else None
+        gen = torch.Generator().manual_seed(seed)
+        losses = []
+        for _ in range(steps):
+            i = torch.randint(0, len(d["a"]), (self.hp.batch_size,), generator=gen)
+            i = i.to(self.device)
+            q_r, q_c, c_logits, v_c = heads.critics(self.critics, d["s"][i], actions)
+            y = critic_targets(heads, self.targets, d["s_next"][i], actions, d["pi_next"][i],
+                               reward=d["reward"][i], cost=d["cost"][i], done=d["done"][i],
+                               gamma=self.hp.gamma)
+            loss, _ = value_losses(q_r, q_c, v_c, d["a"][i], y, self.hp.alpha_cql,
+                                   None if floor is None else floor[i])
+            loss = loss + safety_loss(c_logits, d["a"][i], d["cost"][i])
+            self.critic_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.critic_params, self.hp.max_grad_norm)
+            self.critic_opt.step()
+            polyak(self.critics, self.targets, self.hp.target_tau)
+            losses.append(float(loss.detach()))
+        polyak(self.critics, self.targets, 1.0)
+        with torch.no_grad():
+            q_r = heads.critics(self.critics, d["s"], actions)[0]
+            q_r = q_r.masked_fill(~heads.proposable, -math.inf)
+            expert = d["expert"] > 0.5
+            q_a = q_r.gather(1, d["a"][:, None]).squeeze(1)
+            agree = (q_r.argmax(1) == d["a"])[expert].float().mean()
+            gap = (q_a - d["mc"])[expert].mean()
+        tail = max(1, steps // 10)
+        return {"steps": float(steps), "transitions": float(len(d["a"])),
+                "loss_first": sum(losses[:tail]) / tail if losses else math.nan,
+                "loss_last": sum(losses[-tail:]) / tail if losses else math.nan,
+                "expert_argmax_agreement": float(agree), "q_minus_return": float(gap)}
 
     @torch.no_grad()
     def anchor(self) -> None:

@@ -137,11 +137,15 @@ class LearnerNode(Node):
                 self.learner.anchor()
             # A learner checkpoint carries lambda, alpha and the recent episode costs: a restart
             # keeps enforcing the constraint it had learned (a pre-training one carries none).
-            if self.learner.restore_dual_state(start.extra):
+            resumed = self.learner.restore_dual_state(start.extra)
+            if resumed:
                 self.get_logger().info(
                     f"resumed the constraint: lambda {self.learner.lagrange.value:.3f} over "
                     f"{len(self.learner.costs.discounted)} recent episodes")
             self.version = max(self.version, start.version)
+            # a learner's own checkpoint carries critics that learned online: keep them
+            if self.demos is not None and hp.scapo.critic_warmup_steps and not resumed:
+                self.warm_up_critics()
         self.replay = ReplayBuffer.from_config(hp.replay, self.model.backbone_id)
         self.lock = threading.Lock()  # replay buffer and counters
         # The model: updates, checkpoints, the dual step. Callbacks must never wait on it: an
@@ -344,6 +348,17 @@ class LearnerNode(Node):
             f"learning beside {len(sampler)} demonstration transitions from {len(bags)} bag(s) "
             f"({'cached' if cached else 'computed'} in {time.monotonic() - started:.1f} s)")
         return sampler
+
+    def warm_up_critics(self) -> None:
+        """Offline critic pre-training on the demonstrations before the first online update
+        (scapo.critic_warmup_steps; ScapoLearner.warm_up_critics)."""
+        started = time.monotonic()
+        hp = self.model.hp.scapo
+        figures = self.learner.warm_up_critics(self.demos.transitions(hp.gamma),
+                                               hp.critic_warmup_steps)
+        self.get_logger().info(
+            f"critics warmed up on the demonstrations in {time.monotonic() - started:.1f} s: "
+            + ", ".join(f"{k} {v:.3g}" for k, v in figures.items()))
 
     # ------------------------------------------------------------------ learning
     def learning_enabled(self) -> bool:

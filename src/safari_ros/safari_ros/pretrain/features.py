@@ -17,7 +17,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +136,21 @@ def next_rows(data: FeatureSet) -> torch.Tensor:
     return nxt
 
 
+def monte_carlo_returns(data: FeatureSet, gamma: float) -> torch.Tensor:
+    """(S,) each step's discounted return to the end of its episode, sum_k gamma^k r_{t+k}
+    (an episode cut short ends its sum where the log does)."""
+    reward = data.reward.double().tolist()
+    episode = data.episode.tolist()
+    out = [0.0] * len(reward)
+    later = 0.0
+    for t in range(len(reward) - 1, -1, -1):
+        if t == len(reward) - 1 or episode[t + 1] != episode[t]:
+            later = 0.0
+        later = reward[t] + gamma * later
+        out[t] = later
+    return torch.tensor(out, dtype=torch.float32)
+
+
 class DemonstrationSampler:
     """Random transitions (s, a, r, c, s') of demonstration features, for learning online beside
     them (ScapoConfig.demo_share). Steps cut short without a next state are never drawn; a
@@ -157,6 +172,15 @@ class DemonstrationSampler:
         """n transitions drawn uniformly with replacement."""
         idx = self.rows[torch.randint(0, len(self.rows), (n,), generator=self.gen)]
         return self.data.batch(idx, device, next_index=self.next[idx])
+
+    def transitions(self, gamma: float, chunk: int = 256,
+                    ) -> Iterator[tuple[TransitionBatch, torch.Tensor]]:
+        """Every transition once, in chunks, each with its steps' Monte-Carlo returns
+        (monte_carlo_returns): what ScapoLearner.warm_up_critics learns from."""
+        returns = monte_carlo_returns(self.data, gamma)
+        for start in range(0, len(self.rows), chunk):
+            idx = self.rows[start:start + chunk]
+            yield self.data.batch(idx, next_index=self.next[idx]), returns[idx]
 
 
 def load_demonstrations(model: SafariModel, bags: Sequence[str | os.PathLike[str]], *,

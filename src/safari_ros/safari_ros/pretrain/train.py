@@ -18,7 +18,6 @@ all ranks see bit-identical features).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -52,13 +51,11 @@ from safari_ros.core import (
 from safari_ros.core.features import DEPTH_CHANNELS
 from safari_ros.core.hparams import PretrainConfig
 from safari_ros.core.losses import bc_loss, bc_weights
-from safari_ros.core.scapo import critic_targets, polyak, value_losses
 from safari_ros.pretrain.features import (
     CacheStats,
     FeatureSet,
     default_cache_dir,
     load_bag_features,
-    next_rows,
 )
 from safari_ros.pretrain.labelling import MotionLabeller, label_summary
 from safari_ros.pretrain.metrics import auroc, expected_calibration_error
@@ -251,14 +248,11 @@ def warm_up_heads(model: SafariModel, data: FeatureSet, steps: int, batch_size: 
     these are the embeddings the heads meet when the adapters join. A head update costs the
     heads' arithmetic only (~6 ms on 2 cores, against ~150 ms through the adapted blocks), so
     the heads fit their demonstrations before the adapters move, instead of the adapters
-    bending the backbone's features towards a random head.
-
-    With `learning.pretrain.offline_critics` the critics also take SCAPO's own critic losses
-    (core.scapo.value_losses: TD against Polyak targets, CQL on Q_r) on the logged rewards and
-    costs, reading the state detached as online; steps cut short without a next state are not
-    sampled."""
+    bending the backbone's features towards a random head. (The critics learn from the
+    demonstrations, if at all, in the online learner: ScapoLearner.warm_up_critics, on the
+    embeddings of the adapters pre-training ends with.)"""
     t0 = time.perf_counter()
-    hp, scapo = model.hp.pretrain, model.hp.scapo
+    hp = model.hp.pretrain
     heads = model.heads
     with torch.no_grad():
         parts = [model.frozen_pool_and_patches(data.tokens[i:i + EVAL_CHUNK])
@@ -272,44 +266,22 @@ def warm_up_heads(model: SafariModel, data: FeatureSet, steps: int, batch_size: 
         return heads(pooled[r], batch.state.depth, batch.state.proprio, batch.state.instruction,
                      patches=None if patches is None else patches[r]), batch
 
-    critics = heads.critic_modules()
-    rows = torch.arange(len(data))
-    if hp.offline_critics:
-        targets = [copy.deepcopy(m).requires_grad_(False) for m in critics]
-        nxt = next_rows(data)
-        rows = rows[nxt >= 0]
     params = [p for p in heads.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=hp.lr)
     gen = torch.Generator().manual_seed(seed)
-    losses, value_terms = [], []
+    losses = []
     for _ in range(steps):
-        idx = rows[torch.randint(0, len(rows), (batch_size,), generator=gen)]
-        out, batch = outputs(idx)
+        out, batch = outputs(torch.randint(0, len(data), (batch_size,), generator=gen))
         loss, _ = pretrain_loss(out, batch, hp)
-        if hp.offline_critics:
-            with torch.no_grad():
-                after, _ = outputs(nxt[idx])
-            y = critic_targets(heads, targets, after, batch, scapo.gamma)
-            q_r, q_c, _, v_c = heads.critics(critics, out.state_embedding.detach(),
-                                             out.action_embedding.detach())
-            values, terms = value_losses(q_r, q_c, v_c, batch.action, y, scapo.alpha_cql)
-            loss = loss + values
-            value_terms.append({k: float(v.detach()) for k, v in terms.items()})
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if hp.offline_critics:
-            polyak(critics, targets, scapo.target_tau)
         losses.append(float(loss.detach()))
     tail = max(1, min(100, steps // 10))
-    report: dict[str, Any] = {
+    return {
         "steps": steps, "seconds": time.perf_counter() - t0,
         "loss_first": float(np.mean(losses[:tail])) if losses else None,
         "loss_last": float(np.mean(losses[-tail:])) if losses else None}
-    if value_terms:
-        report["critics_last"] = {k: float(np.mean([t[k] for t in value_terms[-tail:]]))
-                                  for k in value_terms[0]}
-    return report
 
 
 def _grounding_error(model: SafariModel, out: HeadOutputs,
