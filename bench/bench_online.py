@@ -6,7 +6,8 @@ the final adapters deployed greedily through the stack's shield on the same fres
 training instructions (evaluation.deployment), with the paired gain and the successes per verb.
 
     python bench/bench_online.py CHECKPOINT --demos BAG [BAG ...] [--config C] [--episodes 20]
-        [--online-seed 4000000] [--deploy-episodes 60] [--set demo_share=0 ...] [--no-v1]
+        [--online-seed 4000000] [--deploy-episodes 60] [--set demo_share=0 ...]
+        [--v1-from EARLIER_OUT/deployment.json]
 
 --set overrides learning.scapo keys (demo_share=0: the robot's own replay only). Seeds are
 development seeds: online episode layouts from --online-seed, deployment from --seed-base
@@ -46,6 +47,7 @@ from safari_ros.evaluation.loop import (
     make_envs,
 )
 from safari_ros.evaluation.models import perceive
+from safari_ros.evaluation.stats import newcombe_paired_difference
 from safari_ros.pretrain import load_demonstrations
 
 N_ENVS = 4
@@ -110,9 +112,10 @@ def main() -> None:
                     help="learning.scapo overrides")
     ap.add_argument("--out", default="runs/bench_online",
                     help="where the final adapters and deployment.json go")
-    ap.add_argument("--no-v1", action="store_true",
-                    help="deploy the final adapters only (v1's greedy episodes do not change "
-                         "with the online run: deploy them once)")
+    ap.add_argument("--v1-from", metavar="DEPLOYMENT_JSON",
+                    help="v1's deployment from an earlier run's deployment.json (its greedy "
+                         "episodes do not change with the online run): deploy the final "
+                         "adapters only and pair them with it")
     args = ap.parse_args()
     cfg = load_config(args.config)
     for item in args.set:
@@ -123,10 +126,20 @@ def main() -> None:
     final = learn_online(cfg, args.checkpoint, args.demos, args.episodes, args.online_seed,
                          args.out)
     torch.set_num_threads(1)  # the deployment's setting (run.deploy_torch_threads)
-    checkpoints = {"final": final} if args.no_v1 else {"v1": args.checkpoint, "final": final}
+    checkpoints = {"final": final} if args.v1_from else {"v1": args.checkpoint, "final": final}
     section = evaluate_deployment(cfg, checkpoints,
                                   DeploymentSeeds(args.seed_base, args.deploy_episodes),
                                   splits=("train",))
+    if args.v1_from:
+        with open(args.v1_from) as f:
+            v1 = json.load(f)["splits"]["train"]["v1"]
+        split = section["splits"]["train"]
+        final_eps = split["final"]["episodes"]
+        if [e["env_seed"] for e in v1["episodes"]] != [e["env_seed"] for e in final_eps]:
+            raise SystemExit(f"{args.v1_from} deployed other seeds: no pairs")
+        gain = newcombe_paired_difference([bool(e["success"]) for e in final_eps],
+                                          [bool(e["success"]) for e in v1["episodes"]])
+        section["splits"]["train"] = {"v1": v1, **split, "gain": gain.to_dict()}
     with open(os.path.join(args.out, "deployment.json"), "w") as f:
         json.dump(section, f, indent=1)
     for label, s in section["splits"]["train"].items():
